@@ -1,0 +1,55 @@
+"""The corpus-level stage contract: a stage whose decision needs the whole corpus (dedup,
+decontamination, poisoning, synthetic data, tokenization) is a Beam PTransform built from typed
+parameters, exactly like a per-document stage is built from its YAML keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import apache_beam as beam
+
+from thresher.filters.base import Stage
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What the pipeline builder tells a corpus stage about where it runs."""
+
+    index: int            # position in the YAML stage list
+    label: str            # unique Beam label prefix, e.g. "03_minhash_dedup"
+    output_dir: str       # the run's OUT directory (local path or gs://...)
+    seed: int             # the run's seed
+    config_hash: str      # sha256 of the validated config
+
+
+@dataclass
+class CorpusResult:
+    """What a corpus stage returns.
+
+    kept:     documents that go on (dicts with id, text, source, meta).
+    rejected: rejection records (see ``thresher.filters.base.rejection_record``), plus any
+              stage-specific fields such as ``duplicate_of``.
+    stats:    optional PCollection of dicts merged (summed for numbers, merged for dicts)
+              into this stage's entry of stats.json, e.g. cluster counts and histograms.
+    """
+
+    kept: beam.PCollection
+    rejected: beam.PCollection | None = None
+    stats: beam.PCollection | None = None
+
+
+class CorpusStage(Stage):
+    kind: ClassVar[str] = "corpus"
+
+    def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
+        raise NotImplementedError(f"{type(self).__name__} must implement expand")
+
+    def check(self) -> list[tuple[str, str]]:
+        """Problems that need the file system (a model path that does not exist, say), as
+        (field, message) pairs; run by ``thresher validate`` before anything starts."""
+        return []
+
+
+def stats_dict(**values: Any) -> dict[str, Any]:
+    return dict(values)
