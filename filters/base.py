@@ -58,6 +58,12 @@ class Stage(BaseModel):
     #: "document" stages map a batch of documents to decisions; "corpus" stages are Beam PTransforms.
     kind: ClassVar[str] = "document"
 
+    def check(self) -> list[tuple[str, str]]:
+        """Problems only the file system can reveal (a model file that is missing, say), as
+        (field, message) pairs. ``thresher validate`` and ``thresher run`` call it before any work
+        starts, so a bad path is a validation error with its YAML path, not a crash in a worker."""
+        return []
+
 
 class DocumentStage(Stage):
     """A stage that decides about each document on its own.

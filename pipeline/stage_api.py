@@ -5,7 +5,7 @@ parameters, exactly like a per-document stage is built from its YAML keys."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import apache_beam as beam
 
@@ -44,12 +44,3 @@ class CorpusStage(Stage):
 
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
         raise NotImplementedError(f"{type(self).__name__} must implement expand")
-
-    def check(self) -> list[tuple[str, str]]:
-        """Problems that need the file system (a model path that does not exist, say), as
-        (field, message) pairs; run by ``thresher validate`` before anything starts."""
-        return []
-
-
-def stats_dict(**values: Any) -> dict[str, Any]:
-    return dict(values)

@@ -1,0 +1,5 @@
+import sys
+
+from thresher.pipeline.cli import main
+
+sys.exit(main())
