@@ -1,0 +1,99 @@
+"""`thresher run` and `thresher validate`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from thresher.pipeline.config import ConfigError, PipelineConfig, load_config
+
+
+def _split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
+
+
+def print_problems(path: str, error: ConfigError) -> None:
+    print(f"{path}: {len(error.problems)} problem{'s' if len(error.problems) != 1 else ''}", file=sys.stderr)
+    for where, message in error.problems:
+        print(f"  {where}: {message}" if where else f"  {message}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> PipelineConfig | None:
+    try:
+        return load_config(args.config, args.set)
+    except ConfigError as exc:
+        print_problems(args.config, exc)
+        return None
+
+
+def validate_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="thresher validate", description="Check a pipeline config; "
+                                     "print every problem with its YAML path.")
+    parser.add_argument("config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    args = parser.parse_args(argv)
+    config = _load(args)
+    if config is None:
+        return 1
+    names = ", ".join(s.name for s in config.stages) or "(none)"
+    print(f"{args.config}: ok ({len(config.stages)} stages: {names}; config hash {config.config_hash()[:12]})")
+    return 0
+
+
+def run_command(argv: list[str]) -> int:
+    own, beam_args = _split_beam_args(argv)
+    parser = argparse.ArgumentParser(prog="thresher run", description="Run a curation pipeline. "
+                                     "Arguments after `--` go to Beam as pipeline options.")
+    parser.add_argument("config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config value, e.g. --set stages.1.min_score=0.7")
+    parser.add_argument("--quiet", action="store_true", help="no progress display or summary table")
+    args = parser.parse_args(own)
+    config = _load(args)
+    if config is None:
+        return 1
+    from thresher.pipeline.run import run_pipeline
+
+    try:
+        result = run_pipeline(config, beam_args, show_progress=not args.quiet)
+    except ConfigError as exc:
+        print_problems(args.config, exc)
+        return 1
+    if not args.quiet:
+        print_summary(result.stats, result.output_dir)
+    if not result.accounted:
+        t = result.stats["totals"]
+        print(f"ACCOUNTING MISMATCH: read {t['read']} + generated {t['generated']} != kept {t['kept']} + "
+              f"rejected {t['rejected']} + quarantined {t['quarantined']}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def print_summary(stats: dict[str, Any], output_dir: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"thresher: {output_dir}", title_justify="left")
+    for column in ("stage", "in", "kept", "rejected", "seconds", "top reasons"):
+        table.add_column(column, justify="right" if column in ("in", "kept", "rejected", "seconds") else "left")
+    for stage in stats["stages"]:
+        reasons = sorted(stage.get("reasons", {}).items(), key=lambda kv: -kv[1])[:3]
+        table.add_row(
+            f"{stage['index']}. {stage['name']}", f"{stage['in']:,}", f"{stage['kept']:,}", f"{stage['rejected']:,}",
+            "" if stage["seconds"] is None else f"{stage['seconds']:.2f}",
+            ", ".join(f"{r} {n:,}" for r, n in reasons),
+        )
+    t = stats["totals"]
+    console = Console()
+    console.print(table)
+    generated = f" + generated {t['generated']:,}" if t["generated"] else ""
+    verdict = "[green]all accounted for[/green]" if t["accounted"] else "[red]MISMATCH[/red]"
+    console.print(f"read {t['read']:,}{generated} = kept {t['kept']:,} + rejected {t['rejected']:,} + "
+                  f"quarantined {t['quarantined']:,}: {verdict}   ({stats['wall_seconds']:.1f}s wall)")
+    if t["quarantined"]:
+        console.print(f"[yellow]{t['quarantined']:,} input records could not be parsed; "
+                      f"see {output_dir}/quarantine/[/yellow]")

@@ -1,0 +1,260 @@
+"""The pipeline YAML, validated into typed objects before anything runs.
+
+Every problem is reported with its YAML path (``stages[2].threshold: ...``), all of them at once;
+unknown keys and unknown stage names are errors that list the valid ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from thresher.filters.base import Stage
+from thresher.pipeline import registry
+
+INPUT_FORMATS = ("jsonl", "parquet", "arrow", "text", "text_lines", "hf_dataset")
+
+
+class ConfigError(Exception):
+    """A config that cannot run; ``problems`` holds (yaml_path, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputConfig(_Strict):
+    paths: list[str] = Field(min_length=1)
+    format: Literal[INPUT_FORMATS] = "jsonl"  # type: ignore[valid-type]
+    text_field: str = "text"
+    #: field holding the document id; when absent from a record, the id is derived from file + line
+    id_field: str | None = "id"
+    #: field holding the source name; else ``source`` below; else the file's path relative to its glob root
+    source_field: str | None = None
+    source: str | None = None
+    #: records larger than this are quarantined rather than processed (bytes of text)
+    max_document_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class RunnerConfig(_Strict):
+    name: str = "direct"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputConfig(_Strict):
+    #: number of files in each of kept/, rejected/, quarantine/; fixed so that output does not
+    #: depend on worker count (documents are assigned to files by a hash of their id)
+    shards: int = Field(default=4, ge=1, le=100_000)
+    #: documents per BatchElements batch handed to per-document stages
+    batch_size: int = Field(default=256, ge=1, le=100_000)
+
+
+class PipelineConfig(_Strict):
+    input: InputConfig
+    output: str
+    runner: RunnerConfig = RunnerConfig()
+    output_options: OutputConfig = OutputConfig()
+    seed: int = 0
+    stages: list[Stage] = Field(default_factory=list)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json", exclude={"stages"})
+        data["stages"] = [{"name": s.name, **s.model_dump(mode="json")} for s in self.stages]
+        return data
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def yaml_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('stages', 2, 'threshold') -> 'stages[2].threshold'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _format_error(err: dict[str, Any], model: type[BaseModel], prefix: tuple[Any, ...]) -> tuple[str, str]:
+    loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
+    # pydantic reports Literal/union members as extra path parts; they are noise for a user
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("literal[", "function"))))
+    path = yaml_path(prefix + loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        valid = _valid_keys(model, loc[:-1])
+        return path, f"unknown key {loc[-1]!r}; valid keys: {', '.join(valid)}"
+    if kind == "missing":
+        return path, "required key is missing"
+    ctx = err.get("ctx") or {}
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        bounds = _bounds(model, loc)
+        if bounds is not None:
+            low, high = bounds
+            if low is not None and high is not None:
+                return path, f"must be between {low} and {high} (got {err.get('input')!r})"
+        words = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}[kind]
+        limit = next(iter(ctx.values())) if ctx else "?"
+        return path, f"must be {words} {limit} (got {err.get('input')!r})"
+    if kind == "literal_error":
+        return path, f"must be one of {ctx.get('expected', '?')} (got {err.get('input')!r})"
+    return path, f"{err['msg']} (got {err.get('input')!r})" if "input" in err and not isinstance(
+        err.get("input"), (dict, list)) else err["msg"]
+
+
+def _field_model(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel], str] | None:
+    """Walk ``loc`` through nested models; return the model owning the last field and its name."""
+    current: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        info = current.model_fields.get(part) if isinstance(part, str) else None
+        if info is None:
+            return None
+        current = info.annotation
+    if isinstance(current, type) and issubclass(current, BaseModel) and loc and isinstance(loc[-1], str):
+        return current, loc[-1]
+    return None
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str):
+            info = current.model_fields.get(part)
+            current = info.annotation if info else None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return []
+
+
+def _bounds(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Any, Any] | None:
+    found = _field_model(model, loc)
+    if found is None:
+        return None
+    owner, name = found
+    info = owner.model_fields.get(name)
+    if info is None:
+        return None
+    low = high = None
+    for item in info.metadata:
+        low = getattr(item, "ge", None) if getattr(item, "ge", None) is not None else low
+        low = getattr(item, "gt", None) if getattr(item, "gt", None) is not None else low
+        high = getattr(item, "le", None) if getattr(item, "le", None) is not None else high
+        high = getattr(item, "lt", None) if getattr(item, "lt", None) is not None else high
+    return low, high
+
+
+def _errors(exc: ValidationError, model: type[BaseModel], prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
+    return [_format_error(e, model, prefix) for e in exc.errors(include_url=False)]
+
+
+def build_stage(entry: Any, index: int, check_files: bool = True) -> tuple[Stage | None, list[tuple[str, str]]]:
+    where = f"stages[{index}]"
+    if not isinstance(entry, dict):
+        return None, [(where, f"must be a mapping with a 'name' key (got {type(entry).__name__})")]
+    params = dict(entry)
+    name = params.pop("name", None)
+    if name is None:
+        return None, [(f"{where}.name", "required key is missing; valid stages: " + ", ".join(registry.stage_names()))]
+    if name not in registry.STAGES:
+        return None, [(f"{where}.name", f"unknown stage {name!r}; valid stages: " + ", ".join(registry.stage_names()))]
+    cls = registry.stage_class(name)
+    try:
+        stage = cls(**params)
+    except ValidationError as exc:
+        return None, _errors(exc, cls, ("stages", index))
+    problems = stage.check() if check_files else []
+    return stage, [(yaml_path(("stages", index, field)), msg) for field, msg in problems]
+
+
+def validate_config(data: Any, check_files: bool = True) -> PipelineConfig:
+    """Turn the loaded YAML into a PipelineConfig, or raise ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"the config must be a mapping at the top level (got {type(data).__name__})")])
+    problems: list[tuple[str, str]] = []
+    stages_raw = data.get("stages", [])
+    if not isinstance(stages_raw, list):
+        problems.append(("stages", f"must be a list of stages (got {type(stages_raw).__name__})"))
+        stages_raw = []
+    stages: list[Stage] = []
+    for index, entry in enumerate(stages_raw):
+        stage, stage_problems = build_stage(entry, index, check_files)
+        problems += stage_problems
+        if stage is not None:
+            stages.append(stage)
+    rest = {k: v for k, v in data.items() if k != "stages"}
+    config = None
+    try:
+        config = PipelineConfig(**rest)
+    except ValidationError as exc:
+        problems += _errors(exc, PipelineConfig)
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config.model_copy(update={"stages": stages})
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["stages.1.min_score=0.7", "output=/tmp/x"]``: each value parsed as YAML (safe_load)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError([("--set", f"expected KEY.PATH=VALUE, got {item!r}")])
+        dotted, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        parts = dotted.split(".")
+        node: Any = data
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            key: Any = int(part) if isinstance(node, list) and part.lstrip("-").isdigit() else part
+            if isinstance(node, list):
+                if not isinstance(key, int) or not -len(node) <= key < len(node):
+                    raise ConfigError([(f"--set {dotted}", f"no list index {part!r} (the list has {len(node)} items)")])
+            elif not isinstance(node, dict):
+                raise ConfigError([(f"--set {dotted}", f"{'.'.join(parts[:depth])} is not a mapping or list")])
+            if last:
+                node[key] = value
+            else:
+                if isinstance(node, dict) and key not in node:
+                    node[key] = {}
+                node = node[key]
+    return data
+
+
+def load_yaml(path: str | Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError([("", f"config file not found: {path}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([("", f"{path} is not valid YAML: {exc}")]) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    data = load_yaml(path)
+    if isinstance(data, dict) and overrides:
+        data = apply_overrides(data, overrides)
+    return validate_config(data)

@@ -1,0 +1,238 @@
+"""The Beam graph: read -> stages in YAML order -> kept / rejected / quarantine writers.
+
+Consecutive per-document stages run fused in one DoFn over batches (one BatchElements, one
+pickling hop), each stage still counted on its own. Corpus-level stages are PTransforms that get
+the documents and return kept, rejected and optional stats.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import time
+import traceback
+from typing import Any, Iterable
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from thresher.filters.base import Decision, DocumentStage, Stage, apply_decision, rejection_record
+from thresher.pipeline.config import PipelineConfig
+from thresher.pipeline.io import QUARANTINE, ReadDocuments, WriteRecords, atomic_write
+from thresher.pipeline.progress import Heartbeat
+from thresher.pipeline.stage_api import CorpusStage, StageContext
+
+REJECTED = "rejected"
+STATS_DIR = "_stage_stats"
+NAMESPACE = "thresher"
+
+
+def stage_label(index: int, stage: Stage) -> str:
+    return f"{index:02d}_{stage.name}"
+
+
+def counter(label: str, what: str):
+    return Metrics.counter(NAMESPACE, f"stage/{label}/{what}")
+
+
+class StageCounters:
+    """The counters every stage reports, under ``stage/<label>/<what>`` in Beam Metrics."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.inputs = counter(label, "in")
+        self.kept = counter(label, "kept")
+        self.rejected = counter(label, "rejected")
+        self.microseconds = counter(label, "microseconds")
+        self._reasons: dict[str, Any] = {}
+        self._extra: dict[str, Any] = {}
+
+    def reason(self, reason: str):
+        if reason not in self._reasons:
+            self._reasons[reason] = counter(self.label, f"reason/{reason}")
+        return self._reasons[reason]
+
+    def extra(self, key: str):
+        if key not in self._extra:
+            self._extra[key] = counter(self.label, f"extra/{key}")
+        return self._extra[key]
+
+
+class RunDocumentStages(beam.DoFn):
+    """Applies a run of per-document stages to a batch. Loads models once per worker in
+    ``setup()``. A stage that raises on a batch is retried document by document, and only the
+    documents that still fail are rejected (reason ``stage_error``): a bug or a pathological
+    document never takes the worker down, and nothing is dropped silently."""
+
+    def __init__(self, stages: list[tuple[str, DocumentStage]], progress_dir: str | None = None):
+        self.stages = stages
+        self.progress_dir = progress_dir
+
+    def setup(self) -> None:
+        self.heartbeat = Heartbeat(self.progress_dir, "stages")
+        self.counters = {label: StageCounters(label) for label, _ in self.stages}
+        for _, stage in self.stages:
+            stage.setup()
+
+    def process(self, batch: list[dict]) -> Iterable[Any]:
+        alive = batch
+        for label, stage in self.stages:
+            counters = self.counters[label]
+            counters.inputs.inc(len(alive))
+            start = time.perf_counter()
+            decisions = self._decide(stage, alive)
+            counters.microseconds.inc(int((time.perf_counter() - start) * 1e6))
+            survivors = []
+            for doc, decision in zip(alive, decisions):
+                if decision.keep:
+                    survivors.append(apply_decision(doc, decision, stage.name))
+                else:
+                    counters.reason(decision.reason or "rejected").inc()
+                    record = rejection_record(doc, decision, stage.name)
+                    yield beam.pvalue.TaggedOutput(REJECTED, record)
+            counters.kept.inc(len(survivors))
+            counters.rejected.inc(len(alive) - len(survivors))
+            for key, value in stage.stats().items():
+                if value:
+                    counters.extra(key).inc(int(value))
+            self.heartbeat.add(rejected=len(alive) - len(survivors))
+            alive = survivors
+            if not alive:
+                break
+        self.heartbeat.add(passed=len(alive))
+        yield from alive
+
+    def teardown(self) -> None:
+        self.heartbeat.flush()
+
+    @staticmethod
+    def _decide(stage: DocumentStage, docs: list[dict]) -> list[Decision]:
+        try:
+            decisions = stage.process_batch(docs)
+            if len(decisions) != len(docs):
+                raise RuntimeError(f"{stage.name} returned {len(decisions)} decisions for {len(docs)} documents")
+            return decisions
+        except Exception:  # noqa: BLE001 - isolate the failing documents, below
+            if len(docs) == 1:
+                return [Decision.reject("stage_error", scores={}, meta={"error": traceback.format_exc(limit=3)})]
+            return [RunDocumentStages._decide(stage, [doc])[0] for doc in docs]
+
+
+class CountDocuments(beam.DoFn):
+    def __init__(self, label: str, what: str):
+        self.label = label
+        self.what = what
+
+    def setup(self) -> None:
+        self.counter = counter(self.label, self.what)
+
+    def process(self, element):
+        self.counter.inc()
+        yield element
+
+
+class CountRejections(beam.DoFn):
+    def __init__(self, label: str, stage_name: str):
+        self.label = label
+        self.stage_name = stage_name
+
+    def setup(self) -> None:
+        self.counters = StageCounters(self.label)
+
+    def process(self, record: dict):
+        self.counters.rejected.inc()
+        self.counters.reason(str(record.get("reason") or "rejected")).inc()
+        record.setdefault("stage", self.stage_name)
+        yield record
+
+
+def merge_stats(values: Iterable[dict]) -> dict:
+    """Numbers are summed; dicts merged key by key (recursively); anything else: last wins."""
+    out: dict[str, Any] = {}
+    for value in values:
+        for key, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, (int, float, dict)):
+                out[key] = item
+            elif isinstance(item, dict):
+                out[key] = merge_stats([out.get(key) or {}, item])
+            else:
+                out[key] = (out.get(key) or 0) + item
+    return out
+
+
+class WriteStageStats(beam.DoFn):
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+
+    def process(self, element: tuple[str, Iterable[dict]]):
+        label, values = element
+        merged = merge_stats(sorted(values, key=lambda v: json.dumps(v, sort_keys=True, default=str)))
+        data = json.dumps(merged, sort_keys=True, default=str).encode()
+        atomic_write(posixpath.join(self.output_dir, STATS_DIR, f"{label}.json"), data)
+        yield label
+
+
+def kept_record(doc: dict) -> dict:
+    return {"id": doc["id"], "text": doc["text"], "source": doc.get("source", ""), "meta": doc.get("meta") or {}}
+
+
+def _runs(stages: list[Stage]) -> list[tuple[str, list[tuple[int, Stage]]]]:
+    """Group consecutive per-document stages; each corpus stage stands alone."""
+    runs: list[tuple[str, list[tuple[int, Stage]]]] = []
+    for index, stage in enumerate(stages):
+        if stage.kind == "document" and runs and runs[-1][0] == "document":
+            runs[-1][1].append((index, stage))
+        else:
+            runs.append((stage.kind, [(index, stage)]))
+    return runs
+
+
+def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tuple[str, str]],
+                output_dir: str, progress_dir: str | None = None) -> None:
+    """Add the whole curation graph for ``config`` to ``pipeline``."""
+    read = (
+        pipeline
+        | "ListInputFiles" >> beam.Create(files)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadDocuments" >> beam.ParDo(ReadDocuments(config.input, progress_dir)).with_outputs(QUARANTINE, main="docs")
+    )
+    docs = read.docs | "SpreadDocuments" >> beam.Reshuffle()
+    rejected: list[beam.PCollection] = []
+    stage_stats: list[beam.PCollection] = []
+    batch = config.output_options.batch_size
+
+    for kind, members in _runs(config.stages):
+        if kind == "document":
+            labelled = [(stage_label(i, s), s) for i, s in members]
+            name = "+".join(label for label, _ in labelled)
+            outputs = (
+                docs
+                | f"Batch[{name}]" >> beam.BatchElements(min_batch_size=min(16, batch), max_batch_size=batch)
+                | f"Apply[{name}]" >> beam.ParDo(RunDocumentStages(labelled, progress_dir)).with_outputs(REJECTED, main="kept")
+            )
+            docs = outputs.kept
+            rejected.append(outputs[REJECTED])
+            continue
+        index, stage = members[0]
+        assert isinstance(stage, CorpusStage)
+        label = stage_label(index, stage)
+        ctx = StageContext(index=index, label=label, output_dir=output_dir, seed=config.seed,
+                           config_hash=config.config_hash())
+        counted_in = docs | f"CountIn[{label}]" >> beam.ParDo(CountDocuments(label, "in"))
+        result = stage.expand(counted_in, ctx)
+        docs = result.kept | f"CountKept[{label}]" >> beam.ParDo(CountDocuments(label, "kept"))
+        if result.rejected is not None:
+            rejected.append(result.rejected | f"CountRejected[{label}]" >> beam.ParDo(CountRejections(label, stage.name)))
+        if result.stats is not None:
+            stage_stats.append(result.stats | f"TagStats[{label}]" >> beam.Map(lambda v, lab=label: (lab, v)))
+
+    shards = config.output_options.shards
+    _ = (docs | "KeptRecords" >> beam.Map(kept_record)
+         | "WriteKept" >> WriteRecords(output_dir, "kept", shards))
+    all_rejected = (rejected or [pipeline | "NoRejections" >> beam.Create([])]) | "FlattenRejected" >> beam.Flatten()
+    _ = all_rejected | "WriteRejected" >> WriteRecords(output_dir, "rejected", shards)
+    _ = read[QUARANTINE] | "WriteQuarantine" >> WriteRecords(output_dir, "quarantine", shards)
+    if stage_stats:
+        _ = (stage_stats | "FlattenStageStats" >> beam.Flatten()
+             | "GroupStageStats" >> beam.GroupByKey()
+             | "WriteStageStats" >> beam.ParDo(WriteStageStats(output_dir)))

@@ -1,0 +1,482 @@
+"""Readers turn input files into documents or quarantine records; writers put kept, rejected and
+quarantined records into deterministic, atomically renamed JSON-lines files.
+
+Readers never raise on bad data: a record that cannot be parsed becomes a quarantine record with
+the file, the line (or byte offset), the error and the raw bytes, so that
+records read = kept + rejected + quarantined holds whatever the input looks like.
+"""
+
+from __future__ import annotations
+
+import base64
+import bz2
+import gzip
+import io
+import json
+import lzma
+import os
+import posixpath
+import zlib
+from typing import Any, Iterator
+
+import apache_beam as beam
+import xxhash
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from thresher.pipeline.config import InputConfig
+from thresher.pipeline.progress import Heartbeat
+
+QUARANTINE = "quarantine"
+RAW_LIMIT = 1 << 20  # raw bytes kept in a quarantine record; the rest is marked truncated
+GLOB_CHARS = "*?["
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding input files
+
+
+def glob_root(pattern: str) -> str:
+    """The directory part of a pattern before its first glob character: ids and sources are
+    made relative to it, so they don't depend on where the data was mounted."""
+    cut = min((pattern.find(c) for c in GLOB_CHARS if c in pattern), default=-1)
+    head = pattern if cut < 0 else pattern[:cut]
+    if cut < 0:
+        return posixpath.dirname(pattern.rstrip("/"))
+    return head.rsplit("/", 1)[0] if "/" in head else ""
+
+
+def match_inputs(cfg: InputConfig) -> list[tuple[str, str]]:
+    """(absolute path, path relative to its glob root) for every input file, sorted.
+
+    For ``hf_dataset`` each pattern names a ``save_to_disk`` directory; its Arrow files are listed.
+    Raises ValueError naming each pattern that matched nothing."""
+    files: list[tuple[str, str]] = []
+    empty: list[str] = []
+    for pattern in cfg.paths:
+        if cfg.format == "hf_dataset":
+            found = _hf_dataset_files(pattern)
+        else:
+            result = FileSystems.match([pattern])[0]
+            found = [m.path for m in result.metadata_list if not _is_dir(m.path)]
+        if not found:
+            empty.append(pattern)
+            continue
+        root = glob_root(pattern) if cfg.format != "hf_dataset" else pattern.rstrip("/")
+        for path in sorted(found):
+            rel = path[len(root):].lstrip("/") if root and path.startswith(root) else path
+            if cfg.format == "hf_dataset":
+                rel = posixpath.join(posixpath.basename(root), rel)
+            files.append((path, rel or posixpath.basename(path)))
+    if empty:
+        raise ValueError("; ".join(f"input.paths: no files match {p!r}" for p in empty))
+    return sorted(set(files))
+
+
+def _is_dir(path: str) -> bool:
+    return "://" not in path and os.path.isdir(path)
+
+
+def _hf_dataset_files(directory: str) -> list[str]:
+    """Arrow files of a dataset saved with ``Dataset.save_to_disk`` (or a DatasetDict)."""
+    directory = directory.rstrip("/")
+    state = posixpath.join(directory, "state.json")
+    if FileSystems.exists(state):
+        with FileSystems.open(state, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            meta = json.loads(fh.read())
+        return [posixpath.join(directory, f["filename"]) for f in meta.get("_data_files", [])]
+    splits_file = posixpath.join(directory, "dataset_dict.json")
+    if FileSystems.exists(splits_file):
+        with FileSystems.open(splits_file, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            splits = json.loads(fh.read()).get("splits", [])
+        return [f for split in splits for f in _hf_dataset_files(posixpath.join(directory, split))]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Decompression that survives truncated files
+
+
+class TruncatedInput(Exception):
+    """A compressed stream ended early or is corrupt. ``partial`` holds the bytes of the incomplete
+    last line, ``line`` and ``offset`` where it starts (when reading line by line)."""
+
+    def __init__(self, message: str, partial: bytes = b"", line: int | None = None, offset: int | None = None):
+        super().__init__(message)
+        self.partial = partial
+        self.line = line
+        self.offset = offset
+
+
+def _decompressed_chunks(raw: io.BufferedIOBase, path: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Yield decompressed bytes; raise TruncatedInput (after yielding what was readable) when a
+    compressed stream ends early or is corrupt."""
+    lower = path.lower()
+    if lower.endswith(".gz"):
+        decomp: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while True:
+            block = raw.read(chunk_size)
+            if not block:
+                break
+            try:
+                out = decomp.decompress(block)
+            except zlib.error as exc:
+                raise TruncatedInput(f"corrupt gzip data: {exc}") from None
+            if out:
+                yield out
+            while decomp.eof and decomp.unused_data:  # concatenated gzip members
+                rest = decomp.unused_data
+                decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                try:
+                    out = decomp.decompress(rest)
+                except zlib.error as exc:
+                    raise TruncatedInput(f"corrupt gzip data: {exc}") from None
+                if out:
+                    yield out
+        tail = decomp.flush()
+        if tail:
+            yield tail
+        if not decomp.eof:
+            raise TruncatedInput("truncated gzip stream (unexpected end of file)")
+        return
+    if lower.endswith(".zst") or lower.endswith(".zstd"):
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        try:
+            while True:
+                block = reader.read(chunk_size)
+                if not block:
+                    break
+                yield block
+        except zstandard.ZstdError as exc:
+            raise TruncatedInput(f"corrupt or truncated zstd data: {exc}") from None
+        return
+    if lower.endswith(".bz2") or lower.endswith(".xz"):
+        opener = bz2.BZ2File if lower.endswith(".bz2") else lzma.LZMAFile
+        try:
+            with opener(raw) as fh:
+                while True:
+                    block = fh.read(chunk_size)
+                    if not block:
+                        break
+                    yield block
+        except (EOFError, OSError, lzma.LZMAError) as exc:
+            raise TruncatedInput(f"corrupt or truncated {lower.rsplit('.', 1)[1]} data: {exc}") from None
+        return
+    while True:
+        block = raw.read(chunk_size)
+        if not block:
+            return
+        yield block
+
+
+def _lines(raw: io.BufferedIOBase, path: str) -> Iterator[tuple[int, int, bytes]]:
+    """(line number from 1, byte offset in the decompressed stream, line bytes without newline).
+    A TruncatedInput error propagates after the complete lines before it."""
+    pending = b""
+    offset = 0
+    number = 0
+    chunks = _decompressed_chunks(raw, path)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            break
+        except TruncatedInput as exc:
+            raise TruncatedInput(str(exc), pending, number + 1, offset) from None
+        pending += chunk
+        parts = pending.split(b"\n")
+        pending = parts.pop()
+        for part in parts:
+            number += 1
+            yield number, offset, part
+            offset += len(part) + 1
+    if pending:
+        number += 1
+        yield number, offset, pending
+
+
+# ---------------------------------------------------------------------------------------------
+# Records -> documents
+
+
+def quarantine_record(file: str, error: str, raw: bytes = b"", line: int | None = None,
+                      offset: int | None = None) -> dict[str, Any]:
+    kept = raw[:RAW_LIMIT]
+    return {
+        "file": file,
+        "line": line,
+        "offset": offset,
+        "error": error,
+        "raw_base64": base64.b64encode(kept).decode("ascii"),
+        "raw_preview": kept[:500].decode("utf-8", errors="backslashreplace"),
+        "raw_bytes": len(raw),
+        "raw_truncated": len(raw) > RAW_LIMIT,
+    }
+
+
+class RecordParser:
+    """Turns one parsed record (a dict) into a document, or says why it can't."""
+
+    def __init__(self, cfg: InputConfig):
+        self.cfg = cfg
+
+    def to_document(self, record: Any, rel_path: str, position: int) -> tuple[dict | None, str | None]:
+        cfg = self.cfg
+        if not isinstance(record, dict):
+            return None, f"record is a JSON {type(record).__name__}, not an object"
+        text = record.get(cfg.text_field)
+        if cfg.text_field not in record:
+            return None, f"missing text field {cfg.text_field!r}"
+        if not isinstance(text, str):
+            return None, f"text field {cfg.text_field!r} is {type(text).__name__}, not a string"
+        if not text.strip():
+            return None, "empty document (no non-whitespace text)"
+        if len(text) > cfg.max_document_bytes or len(text.encode("utf-8", "surrogatepass")) > cfg.max_document_bytes:
+            return None, f"document larger than input.max_document_bytes ({cfg.max_document_bytes})"
+        doc_id: Any = record.get(cfg.id_field) if cfg.id_field else None
+        if doc_id is None:
+            doc_id = f"{rel_path}:{position}"
+        elif isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
+            return None, f"id field {cfg.id_field!r} is {type(doc_id).__name__}, not a string or integer"
+        source: Any = record.get(cfg.source_field) if cfg.source_field else None
+        if source is not None and not isinstance(source, str):
+            return None, f"source field {cfg.source_field!r} is {type(source).__name__}, not a string"
+        meta = record.get("meta")
+        return {
+            "id": str(doc_id),
+            "text": _clean_surrogates(text),
+            "source": source or cfg.source or rel_path,
+            "meta": dict(meta) if isinstance(meta, dict) else {},
+        }, None
+
+
+def _clean_surrogates(text: str) -> str:
+    # JSON can carry lone surrogates ("\ud800"); they cannot be written back as UTF-8
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+class ReadDocuments(beam.DoFn):
+    """Reads one input file; emits documents on the main output and bad records on ``quarantine``."""
+
+    def __init__(self, cfg: InputConfig, progress_dir: str | None = None):
+        self.cfg = cfg
+        self.progress_dir = progress_dir
+        self.read = Metrics.counter("thresher", "records_read")
+        self.quarantined = Metrics.counter("thresher", "records_quarantined")
+
+    def setup(self) -> None:
+        self.parser = RecordParser(self.cfg)
+        self.heartbeat = Heartbeat(self.progress_dir, "read")
+
+    def process(self, element: tuple[str, str]):
+        path, rel = element
+        for item in self._records(path, rel):
+            self.read.inc()
+            if "error" in item and "raw_base64" in item:
+                self.quarantined.inc()
+                self.heartbeat.add(read=1, quarantined=1)
+                yield beam.pvalue.TaggedOutput(QUARANTINE, item)
+            else:
+                self.heartbeat.add(read=1)
+                yield item
+
+    def teardown(self) -> None:
+        self.heartbeat.flush()
+
+    def _records(self, path: str, rel: str) -> Iterator[dict]:
+        fmt = self.cfg.format
+        try:
+            if fmt in ("jsonl", "text_lines"):
+                yield from self._line_records(path, rel, fmt)
+            elif fmt == "text":
+                yield from self._whole_file(path, rel)
+            elif fmt in ("parquet", "arrow", "hf_dataset"):
+                yield from self._table_records(path, rel, fmt)
+            else:  # guarded by the config schema
+                raise ValueError(f"unsupported input format {fmt!r}")
+        except (OSError, IOError) as exc:
+            yield quarantine_record(rel, f"cannot read file: {exc}")
+
+    def _line_records(self, path: str, rel: str, fmt: str) -> Iterator[dict]:
+        parser = self.parser
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            lines = _lines(raw, path)
+            while True:
+                try:
+                    number, offset, line = next(lines)
+                except StopIteration:
+                    return
+                except TruncatedInput as exc:
+                    yield quarantine_record(rel, f"{exc}; the {exc.line - 1} complete lines before it were read",
+                                            exc.partial, exc.line, exc.offset)
+                    return
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield quarantine_record(rel, f"invalid UTF-8 at byte {exc.start} of the line", line, number, offset)
+                    continue
+                if fmt == "text_lines":
+                    record: Any = {self.cfg.text_field: text}
+                else:
+                    if not text.strip():
+                        yield quarantine_record(rel, "blank line (no JSON record)", line, number, offset)
+                        continue
+                    try:
+                        record = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        yield quarantine_record(rel, f"invalid JSON: {exc.msg} at column {exc.colno}", line, number, offset)
+                        continue
+                doc, error = parser.to_document(record, rel, number)
+                if error:
+                    yield quarantine_record(rel, error, line, number, offset)
+                else:
+                    yield doc
+
+    def _whole_file(self, path: str, rel: str) -> Iterator[dict]:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            chunks: list[bytes] = []
+            try:
+                for chunk in _decompressed_chunks(raw, path):
+                    chunks.append(chunk)
+            except TruncatedInput as exc:
+                yield quarantine_record(rel, str(exc), b"".join(chunks), offset=0)
+                return
+        data = b"".join(chunks)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield quarantine_record(rel, f"invalid UTF-8 at byte {exc.start}", data, offset=exc.start)
+            return
+        doc, error = self.parser.to_document({self.cfg.text_field: text}, rel, 0)
+        if error:
+            yield quarantine_record(rel, error, data, offset=0)
+        else:
+            doc["id"] = rel  # one document per file: the file is its identity
+            yield doc
+
+    def _table_records(self, path: str, rel: str, fmt: str) -> Iterator[dict]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            data = fh.read()
+        try:
+            if fmt == "parquet":
+                batches = pq.ParquetFile(pa.BufferReader(data)).iter_batches(batch_size=1024)
+            else:
+                batches = _arrow_batches(data)
+            row = 0
+            for batch in batches:
+                for record in batch.to_pylist():
+                    row += 1
+                    doc, error = self.parser.to_document(record, rel, row)
+                    if error:
+                        raw = json.dumps(record, ensure_ascii=False, default=str).encode()
+                        yield quarantine_record(rel, error, raw, line=row)
+                    else:
+                        yield doc
+        except (pa.ArrowException, OSError) as exc:
+            yield quarantine_record(rel, f"cannot read {fmt} file: {exc}", data[:4096], offset=0)
+
+
+def _arrow_batches(data: bytes):
+    import pyarrow as pa
+
+    try:
+        reader = pa.ipc.open_file(pa.BufferReader(data))
+        return (reader.get_batch(i) for i in range(reader.num_record_batches))
+    except pa.ArrowInvalid:
+        return iter(pa.ipc.open_stream(pa.BufferReader(data)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers
+
+
+def shard_of(key: str, shards: int) -> int:
+    return xxhash.xxh64_intdigest(key.encode("utf-8", "surrogatepass")) % shards
+
+
+def record_key(record: dict) -> str:
+    return str(record.get("id") or f"{record.get('file')}:{record.get('line')}:{record.get('offset')}")
+
+
+def encode_record(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False,
+                      default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def deterministic_gzip(data: bytes) -> bytes:
+    """gzip with no timestamp or file name in the header, so equal content gives equal bytes."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
+        gz.write(data)
+    return buf.getvalue()
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write to a temporary name beside ``path`` and rename, so no reader sees a partial file."""
+    tmp = posixpath.join(posixpath.dirname(path), f".tmp-{posixpath.basename(path)}-{os.getpid()}")
+    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        fh.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+class WriteShard(beam.DoFn):
+    """Writes all records of one shard, sorted, as ``{kind}/part-NNNNN-of-MMMMM.jsonl.gz``."""
+
+    def __init__(self, output_dir: str, kind: str, shards: int):
+        self.output_dir = output_dir
+        self.kind = kind
+        self.shards = shards
+        self.written = Metrics.counter("thresher", f"written_{kind}")
+
+    def process(self, element: tuple[int, Any]):
+        shard, records = element
+        lines = sorted((record_key(r), encode_record(r)) for r in records)
+        payload = "".join(line + "\n" for _, line in lines).encode("utf-8")
+        name = f"part-{shard:05d}-of-{self.shards:05d}.jsonl.gz"
+        atomic_write(posixpath.join(self.output_dir, self.kind, name), deterministic_gzip(payload))
+        self.written.inc(len(lines))
+        yield name
+
+
+class WriteRecords(beam.PTransform):
+    """Deterministic sharded output: records go to a fixed shard by a hash of their id, each shard
+    is sorted, so the files are identical whatever the worker count or bundle order."""
+
+    def __init__(self, output_dir: str, kind: str, shards: int):
+        super().__init__()
+        self.output_dir = output_dir
+        self.kind = kind
+        self.shards = shards
+
+    def expand(self, records):
+        shards = self.shards
+        return (
+            records
+            | "KeyByShard" >> beam.Map(lambda r: (shard_of(record_key(r), shards), r))
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShard" >> beam.ParDo(WriteShard(self.output_dir, self.kind, shards))
+        )
