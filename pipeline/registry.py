@@ -13,6 +13,7 @@ from thresher.filters.base import Stage
 STAGES: dict[str, str] = {
     # per-document stages (thresher.filters, Beam-free)
     # corpus-level stages (thresher.pipeline, Beam PTransforms)
+    "tokenize": "thresher.pipeline.tokenize_stage:TokenizeStage",
 }
 
 
