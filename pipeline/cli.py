@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
     "shards": ("thresher.tokenization.verify:shards_command", "shards verify DIR: check shard checksums, counts and tokens"),
     "run": ("thresher.pipeline.commands:run_command", "run a curation pipeline from a YAML config"),
+    "demo": ("thresher.pipeline.demo:demo_command", "generate the demo corpus and run the demo pipeline on it"),
     "validate": ("thresher.pipeline.commands:validate_command", "check a config, list every problem with its YAML path"),
 }
 
