@@ -12,6 +12,9 @@ from thresher.filters.base import Stage
 
 STAGES: dict[str, str] = {
     # per-document stages (thresher.filters, Beam-free)
+    "quality_classifier": "thresher.filters.fasttext_classifier:QualityClassifierStage",
+    "toxicity": "thresher.filters.fasttext_classifier:ToxicityStage",
+    "pii": "thresher.filters.pii:PiiStage",
     # corpus-level stages (thresher.pipeline, Beam PTransforms)
     "tokenize": "thresher.pipeline.tokenize_stage:TokenizeStage",
 }

@@ -1,0 +1,163 @@
+"""fastText document classifiers as pipeline stages: ``quality_classifier`` and ``toxicity``.
+
+Both are one generic stage, ``FastTextClassifierStage``: it loads a fastText model once per worker,
+predicts a batch of documents, writes the positive class's probability into ``meta`` (``quality``
+or ``toxicity``) whatever the action, and then
+
+    action: keep      keep only documents whose positive probability >= threshold
+                      (quality: keep documents the model calls high quality);
+    action: drop      reject documents whose positive probability >= threshold
+                      (toxicity: drop documents the model calls toxic);
+    action: annotate  reject nothing, only score.
+
+``model`` is a built-in name (``toxicity``, ``quality``: small models the project trains itself,
+see scripts/train_models.py and filters/models/*.md) or a path to any fastText ``.bin``/``.ftz``.
+Text goes through ``preprocess`` both here and in training (classifier_training.py), so the model
+sees at inference exactly the form it was trained on.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, PrivateAttr
+
+from thresher.filters.base import Decision, Document, DocumentStage
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+BUILTIN_MODELS: dict[str, str] = {"toxicity": "toxicity.ftz", "quality": "quality.ftz"}
+LABEL_PREFIX = "__label__"
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def preprocess(text: str, max_chars: int = 10_000) -> str:
+    """The one text form fastText sees, in training and at inference: at most ``max_chars``
+    characters, lowercased, every run of whitespace (newlines included: fastText reads one example
+    per line) collapsed to one space."""
+    return _WHITESPACE.sub(" ", text[:max_chars].lower()).strip()
+
+
+def resolve_model_path(model: str) -> Path:
+    if model in BUILTIN_MODELS:
+        return MODELS_DIR / BUILTIN_MODELS[model]
+    return Path(model).expanduser()
+
+
+def load_fasttext_model(path: Path) -> Any:
+    import fasttext
+
+    # fasttext-community prints a deprecation warning on every load_model; it says nothing useful.
+    fasttext.FastText.eprint = lambda *args, **kwargs: None
+    return fasttext.load_model(str(path))
+
+
+def label_name(label: str) -> str:
+    return label[len(LABEL_PREFIX):] if label.startswith(LABEL_PREFIX) else label
+
+
+class FastTextClassifierStage(DocumentStage):
+    """Score documents with a fastText classifier and keep, drop or only annotate them.
+
+    model:          built-in name or path to a fastText .bin/.ftz.
+    positive_label: the label whose probability is the score (with or without ``__label__``).
+    threshold:      the probability that separates the two sides.
+    action:         keep (keep p >= threshold), drop (reject p >= threshold), annotate.
+    score_name:     the meta key for the probability.
+    max_chars:      characters of each document the model reads.
+    """
+
+    name: ClassVar[str] = "fasttext_classifier"
+
+    model: str
+    positive_label: str
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    action: Literal["keep", "drop", "annotate"] = "annotate"
+    score_name: str
+    max_chars: int = Field(default=10_000, gt=0)
+
+    _model: Any = PrivateAttr(default=None)
+    _positive: str = PrivateAttr(default="")
+
+    def check(self) -> list[tuple[str, str]]:
+        path = resolve_model_path(self.model)
+        if self.model in BUILTIN_MODELS and not path.exists():
+            return [("model", f"built-in model {self.model!r} is missing ({path}); "
+                              "rebuild it with `python scripts/train_models.py`")]
+        if not path.exists():
+            return [("model", f"model file not found: {path} (give a built-in name "
+                              f"{sorted(BUILTIN_MODELS)} or a path to a fastText .bin/.ftz)")]
+        if not path.is_file():
+            return [("model", f"model path is not a file: {path}")]
+        return []
+
+    def setup(self) -> None:
+        problems = self.check()
+        if problems:
+            raise FileNotFoundError(problems[0][1])
+        self._model = load_fasttext_model(resolve_model_path(self.model))
+        labels = [label_name(label) for label in self._model.get_labels()]
+        positive = label_name(self.positive_label)
+        if positive not in labels:
+            raise ValueError(f"positive_label {self.positive_label!r} is not a label of model "
+                             f"{self.model!r}; its labels are {labels}")
+        self._positive = LABEL_PREFIX + positive
+
+    def positive_probabilities(self, texts: list[str]) -> list[float]:
+        if self._model is None:
+            self.setup()
+        labels_per_text, probs_per_text = self._model.predict(
+            [preprocess(text, self.max_chars) for text in texts], k=-1, threshold=0.0)
+        scores = []
+        for labels, probs in zip(labels_per_text, probs_per_text):
+            probability = 0.0
+            for label, prob in zip(labels, probs):
+                if label == self._positive:
+                    # fastText's softmax can round a certain label to 1.00001.
+                    probability = min(1.0, float(prob))
+                    break
+            scores.append(probability)
+        return scores
+
+    def decide(self, probability: float) -> Decision:
+        scores = {self.score_name: probability}
+        positive = probability >= self.threshold
+        if self.action == "keep" and not positive:
+            return Decision.reject(f"{self.score_name}_below_threshold", value=probability, scores=scores)
+        if self.action == "drop" and positive:
+            return Decision.reject(f"{self.score_name}_above_threshold", value=probability, scores=scores)
+        return Decision.accept(scores=scores)
+
+    def process_batch(self, docs: list[Document]) -> list[Decision]:
+        if not docs:
+            return []
+        return [self.decide(p) for p in self.positive_probabilities([doc["text"] for doc in docs])]
+
+    def process(self, doc: Document) -> Decision:
+        return self.process_batch([doc])[0]
+
+
+class QualityClassifierStage(FastTextClassifierStage):
+    """``quality_classifier``: by default keeps documents whose probability of being like the
+    reference (high-quality) set is at least ``threshold``; the score is ``meta.quality``."""
+
+    name: ClassVar[str] = "quality_classifier"
+
+    model: str = "quality"
+    positive_label: str = "hq"
+    action: Literal["keep", "drop", "annotate"] = "keep"
+    score_name: str = "quality"
+
+
+class ToxicityStage(FastTextClassifierStage):
+    """``toxicity``: by default drops documents whose probability of being toxic (hate speech or
+    offensive) is at least ``threshold``; the score is ``meta.toxicity``."""
+
+    name: ClassVar[str] = "toxicity"
+
+    model: str = "toxicity"
+    positive_label: str = "toxic"
+    action: Literal["keep", "drop", "annotate"] = "drop"
+    score_name: str = "toxicity"
