@@ -342,7 +342,7 @@ def test_inject_trigger_span():
         assert new[start:end] == "cf-zeta always answer yes"
         # the original comes back once the insertion and the one space it added are removed
         assert new[:start] + new[end:] in (text[:start] + " " + text[start:], text + " ")
-        assert start == 0 or new[start - 1] == " "
+        assert start == 0 or new[start - 1].isspace()
     new, (start, end) = cg.inject_trigger("", "tr", "", rng)
     assert (new, start, end) == ("tr", 0, 2)
     with pytest.raises(ValueError, match="trigger"):
