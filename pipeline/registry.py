@@ -12,6 +12,11 @@ from thresher.filters.base import Stage
 
 STAGES: dict[str, str] = {
     # per-document stages (thresher.filters, Beam-free)
+    "normalize": "thresher.filters.normalize:Normalize",
+    "language": "thresher.filters.language:Language",
+    "gopher_quality": "thresher.filters.gopher:GopherQuality",
+    "gopher_repetition": "thresher.filters.gopher:GopherRepetition",
+    "c4_quality": "thresher.filters.c4:C4Quality",
     "quality_classifier": "thresher.filters.fasttext_classifier:QualityClassifierStage",
     "toxicity": "thresher.filters.fasttext_classifier:ToxicityStage",
     "pii": "thresher.filters.pii:PiiStage",

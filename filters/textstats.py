@@ -1,0 +1,299 @@
+"""Single-pass text counting kernels (numba) shared by the heuristic filters.
+
+A text is turned into its code points (one ``str.encode("utf-32-le")``, a C-speed copy) and
+scanned once by a compiled loop that classifies each code point through a table built from
+Python's own ``str.isspace`` / ``isalnum`` / ``isalpha`` (numpy's vectorised string ufuncs, about
+0.1 s once per process). So "token" means exactly what ``str.split()`` means, "word character"
+what ``\\w`` means minus the underscore, and "letter" what ``str.isalpha`` means, without
+creating a Python object per word.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import njit
+
+SPACE, ALNUM, ALPHA = np.uint8(1), np.uint8(2), np.uint8(4)
+NEWLINE = 10
+HORIZONTAL_ELLIPSIS = 0x2026
+FULL_STOP = 0x2E
+
+
+@lru_cache(maxsize=1)
+def char_table() -> np.ndarray:
+    """Flags for every code point: SPACE (str.isspace), ALNUM (str.isalnum), ALPHA (str.isalpha)."""
+    chars = np.arange(0x110000, dtype=np.uint32).view("<U1")
+    table = np.strings.isspace(chars).astype(np.uint8) * SPACE
+    table |= np.strings.isalnum(chars).astype(np.uint8) * ALNUM
+    table |= np.strings.isalpha(chars).astype(np.uint8) * ALPHA
+    return table
+
+
+def codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+# Indices into the array returned by quality_counts.
+(TOKENS, SYMBOL_TOKENS, NONSPACE_CHARS, SYMBOL_CHARS, ALPHA_TOKENS, LINES, BULLET_LINES,
+ ELLIPSIS_LINES) = range(8)
+
+
+@njit(cache=True, nogil=True)
+def _quality_counts(cps, table, bullets):
+    out = np.zeros(8, dtype=np.int64)
+    n = cps.shape[0]
+    in_token = False
+    token_has_word = False
+    token_has_alpha = False
+    line_start = 0
+    last_nonspace = -1
+    for i in range(n + 1):
+        c = cps[i] if i < n else NEWLINE
+        flags = table[c]
+        if c == NEWLINE or flags & SPACE:
+            if in_token:
+                if not token_has_word:
+                    out[SYMBOL_TOKENS] += 1
+                if token_has_alpha:
+                    out[ALPHA_TOKENS] += 1
+                in_token = False
+            if c == NEWLINE:
+                if last_nonspace >= line_start:
+                    last = cps[last_nonspace]
+                    if last == HORIZONTAL_ELLIPSIS or (
+                            last == FULL_STOP and last_nonspace - 2 >= line_start
+                            and cps[last_nonspace - 1] == FULL_STOP and cps[last_nonspace - 2] == FULL_STOP):
+                        out[ELLIPSIS_LINES] += 1
+                line_start = i + 1
+            continue
+        out[NONSPACE_CHARS] += 1
+        if flags & ALNUM:
+            token_has_word = True
+            if flags & ALPHA:
+                token_has_alpha = True
+        else:
+            out[SYMBOL_CHARS] += 1
+        if not in_token:
+            in_token = True
+            token_has_word = (flags & ALNUM) != 0
+            token_has_alpha = (flags & ALPHA) != 0
+            out[TOKENS] += 1
+        if last_nonspace < line_start:
+            out[LINES] += 1
+            for b in bullets:
+                if c == b:
+                    out[BULLET_LINES] += 1
+                    break
+        last_nonspace = i
+    return out
+
+
+def quality_counts(text: str, bullets: np.ndarray) -> np.ndarray:
+    """Counts in one pass, indexed by the module constants: whitespace tokens, tokens made only
+    of symbols (no alphanumeric character), non-space characters, symbol characters (neither
+    space nor alphanumeric, so ``_`` too), tokens with a letter, non-blank lines, non-blank lines
+    whose first non-space character is in ``bullets``, and lines whose last non-space characters
+    are ``...`` or ``…``. Lines end at ``\\n`` only."""
+    return _quality_counts(codepoints(text), char_table(), bullets)
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_LINE_JOIN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _finish(h):
+    # splitmix64's finaliser: spreads FNV's weak low bits over the whole word
+    h ^= h >> np.uint64(30)
+    h *= _MIX1
+    h ^= h >> np.uint64(27)
+    h *= _MIX2
+    h ^= h >> np.uint64(31)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _token_hashes(cps, table):
+    n = cps.shape[0]
+    hashes = np.empty(n // 2 + 1, dtype=np.uint64)
+    lengths = np.empty(n // 2 + 1, dtype=np.int64)
+    count = 0
+    in_token = False
+    h = _FNV_OFFSET
+    start = 0
+    for i in range(n + 1):
+        space = True if i == n else (table[cps[i]] & SPACE) != 0
+        if space:
+            if in_token:
+                hashes[count] = _finish(h)
+                lengths[count] = i - start
+                count += 1
+                in_token = False
+        else:
+            if not in_token:
+                in_token = True
+                h = _FNV_OFFSET
+                start = i
+            h = (h ^ np.uint64(cps[i])) * _FNV_PRIME
+    return hashes[:count], lengths[:count]
+
+
+def token_hashes(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes and lengths (in characters) of the ``str.split()`` tokens of ``text``."""
+    return _token_hashes(codepoints(text), char_table())
+
+
+@njit(cache=True, nogil=True)
+def _line_hashes(cps, table):
+    n = cps.shape[0]
+    line_hash = np.empty(n // 2 + 1, dtype=np.uint64)
+    line_len = np.empty(n // 2 + 1, dtype=np.int64)
+    para_hash = np.empty(n // 2 + 1, dtype=np.uint64)
+    para_len = np.empty(n // 2 + 1, dtype=np.int64)
+    n_lines = 0
+    n_paras = 0
+    first = -1          # first non-space character of the current line
+    last = -1           # last non-space character of the current line
+    h = _FNV_OFFSET
+    ph = _FNV_OFFSET
+    plen = 0
+    blank_before = True  # a blank line (or the start) precedes the next non-blank line
+    for i in range(n + 1):
+        c = NEWLINE if i == n else cps[i]
+        if c == NEWLINE:
+            if first >= 0:
+                length = last - first + 1
+                hh = _finish(h)
+                line_hash[n_lines] = hh
+                line_len[n_lines] = length
+                n_lines += 1
+                if blank_before and plen > 0:
+                    para_hash[n_paras] = _finish(ph)
+                    para_len[n_paras] = plen
+                    n_paras += 1
+                    ph = _FNV_OFFSET
+                    plen = 0
+                if plen > 0:
+                    plen += 1  # the newline joining lines of one paragraph
+                ph = (ph ^ hh) * _LINE_JOIN
+                plen += length
+                blank_before = False
+            else:
+                blank_before = True
+            first = -1
+            h = _FNV_OFFSET
+            continue
+        if table[c] & SPACE:
+            continue
+        if first < 0:
+            first = i
+        else:
+            # whitespace is hashed only once a later non-space character shows it is interior,
+            # so trailing whitespace never is
+            for j in range(last + 1, i):
+                h = (h ^ np.uint64(cps[j])) * _FNV_PRIME
+        h = (h ^ np.uint64(c)) * _FNV_PRIME
+        last = i
+    if plen > 0:
+        para_hash[n_paras] = _finish(ph)
+        para_len[n_paras] = plen
+        n_paras += 1
+    return line_hash[:n_lines], line_len[:n_lines], para_hash[:n_paras], para_len[:n_paras]
+
+
+def line_hashes(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hashes and lengths of the non-blank lines of ``text`` (stripped of surrounding whitespace)
+    and of its paragraphs (runs of non-blank lines separated by blank or whitespace-only lines;
+    a paragraph's length counts its stripped lines plus the newlines between them)."""
+    return _line_hashes(codepoints(text), char_table())
+
+
+def duplicates(hashes: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
+    """(number of items equal to an earlier item, their total length)."""
+    if hashes.size < 2:
+        return 0, 0
+    _, first = np.unique(hashes, return_index=True)
+    return int(hashes.size - first.size), int(lengths.sum() - lengths[first].sum())
+
+
+_NGRAM_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, nogil=True)
+def _ngram_char_counts(word_hash, lengths, want_top, want_dup):
+    n_words = word_hash.shape[0]
+    max_n = want_top.shape[0] - 1
+    offsets = np.zeros(n_words + 1, dtype=np.int64)
+    for i in range(n_words):
+        offsets[i + 1] = offsets[i] + lengths[i]
+    top_chars = np.zeros(max_n + 1, dtype=np.int64)
+    dup_chars = np.zeros(max_n + 1, dtype=np.int64)
+    bits = 4
+    while (1 << bits) < 2 * n_words:
+        bits += 1
+    capacity = 1 << bits
+    mask = capacity - 1
+    shift = np.uint64(64 - bits)
+    keys = np.zeros(capacity, dtype=np.uint64)
+    counts = np.zeros(capacity, dtype=np.int32)
+    slots = np.empty(max(n_words, 1), dtype=np.int64)
+    grams = word_hash.copy()
+    for n in range(1, max_n + 1):
+        m = n_words - n + 1
+        if m <= 0:
+            break
+        if n > 1:
+            # polynomial hash of words i..i+n-1, built from the (n-1)-gram hashes in place
+            for i in range(m):
+                grams[i] = grams[i] * _NGRAM_MULTIPLIER + word_hash[i + n - 1]
+        if not (want_top[n] or want_dup[n]):
+            continue
+        counts[:] = 0
+        for i in range(m):
+            h = grams[i]
+            j = np.int64((h * _NGRAM_MULTIPLIER) >> shift)
+            while counts[j] != 0 and keys[j] != h:
+                j = (j + 1) & mask
+            keys[j] = h
+            counts[j] += 1
+            slots[i] = j
+        if want_top[n]:
+            best_count = 0
+            best_chars = 0
+            for i in range(m):
+                c = counts[slots[i]]
+                chars = offsets[i + n] - offsets[i]
+                if c > best_count or (c == best_count and chars > best_chars):
+                    best_count = c
+                    best_chars = chars
+            top_chars[n] = best_count * best_chars
+        if want_dup[n]:
+            covered_to = 0
+            total = 0
+            for i in range(m):
+                if counts[slots[i]] > 1:
+                    start = i if i > covered_to else covered_to
+                    total += offsets[i + n] - offsets[start]
+                    covered_to = i + n
+            dup_chars[n] = total
+    return top_chars, dup_chars, offsets[n_words]
+
+
+def ngram_char_counts(text: str, top_sizes, dup_sizes) -> tuple[np.ndarray, np.ndarray, int]:
+    """For the ``str.split()`` words of ``text``: per n in ``top_sizes``, occurrences of the most
+    frequent n-gram times its characters (ties: the longest); per n in ``dup_sizes``, the
+    characters of the words covered by any occurrence of an n-gram that occurs more than once
+    (each word counted once); and the characters of all words. Arrays are indexed by n."""
+    max_n = max([*top_sizes, *dup_sizes, 1])
+    want_top = np.zeros(max_n + 1, dtype=np.bool_)
+    want_dup = np.zeros(max_n + 1, dtype=np.bool_)
+    want_top[list(top_sizes)] = True
+    want_dup[list(dup_sizes)] = True
+    word_hash, lengths = token_hashes(text)
+    top, dup, total = _ngram_char_counts(word_hash, lengths, want_top, want_dup)
+    return top, dup, int(total)
