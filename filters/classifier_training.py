@@ -277,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--word-ngrams", type=int, default=2)
     parser.add_argument("--dim", type=int, default=50)
     parser.add_argument("--min-count", type=int, default=1)
+    parser.add_argument("--bucket", type=int, default=200_000, help="hash buckets for word n-grams")
     parser.add_argument("--max-chars", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
@@ -299,7 +300,7 @@ def main(argv: list[str]) -> int:
     if args.quantize and args.output.suffix != ".ftz":
         print(f"note: quantized models are usually named .ftz (writing {args.output})", file=sys.stderr)
     config = TrainingConfig(epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim,
-                            min_count=args.min_count, seed=args.seed, threads=args.threads,
+                            min_count=args.min_count, bucket=args.bucket, seed=args.seed, threads=args.threads,
                             max_chars=args.max_chars, quantize=args.quantize)
     try:
         examples = list(iter_inputs(args))

@@ -39,7 +39,7 @@ HOLDOUT = 0.1
 
 TOXICITY_CONFIG = TrainingConfig(epoch=10, lr=0.3, word_ngrams=2, dim=32, min_count=1, seed=SEED,
                                  threads=1, quantize=True, quantize_cutoff=50_000)
-QUALITY_CONFIG = TrainingConfig(epoch=20, lr=0.3, word_ngrams=2, dim=32, min_count=2, seed=SEED,
+QUALITY_CONFIG = TrainingConfig(epoch=5, lr=0.3, word_ngrams=2, dim=32, min_count=2, seed=SEED,
                                 threads=1, quantize=True, quantize_cutoff=50_000)
 
 
