@@ -22,6 +22,9 @@ STAGES: dict[str, str] = {
     "pii": "thresher.filters.pii:PiiStage",
     # corpus-level stages (thresher.pipeline, Beam PTransforms)
     "tokenize": "thresher.pipeline.tokenize_stage:TokenizeStage",
+    "exact_dedup": "thresher.pipeline.dedup:ExactDedup",
+    "minhash_dedup": "thresher.pipeline.dedup:MinHashDedup",
+    "decontaminate": "thresher.pipeline.decontaminate:Decontaminate",
 }
 
 
