@@ -325,6 +325,8 @@ class ReadDocuments(beam.DoFn):
                     yield quarantine_record(rel, f"invalid UTF-8 at byte {exc.start} of the line", line, number, offset)
                     continue
                 if fmt == "text_lines":
+                    if not text.strip():
+                        continue  # blank lines separate documents here; they are not records
                     record: Any = {self.cfg.text_field: text}
                 else:
                     if not text.strip():
