@@ -475,16 +475,19 @@ def foreign_text(lang: str, rng: random.Random, paragraphs: tuple[int, int] = (2
         raise ValueError(f"unknown language {lang!r}; known: {sorted(LANGUAGES)}")
     spec = LANGUAGES[lang]
     choice = rng.choice
+    sizes = [rng.randint(*sentences) for _ in range(rng.randint(*paragraphs))]
+    # Each template at most once per document, as for English (Gopher repetition rules).
+    order = rng.sample(spec["templates"], min(sum(sizes), len(spec["templates"])))
     paras = []
-    for _ in range(rng.randint(*paragraphs)):
+    pos = 0
+    for size in sizes:
         sents = []
-        for _ in range(rng.randint(*sentences)):
-            out = []
-            for is_slot, key in choice(spec["templates"]):
-                out.append(choice(spec[key]) if is_slot else key)
-            s = "".join(out)
+        for template in order[pos:pos + size]:
+            s = "".join(choice(spec[key]) if is_slot else key for is_slot, key in template)
             sents.append(s[0].upper() + s[1:])
-        paras.append(spec["joiner"].join(sents))
+        pos += size
+        if sents:
+            paras.append(spec["joiner"].join(sents))
     return "\n\n".join(paras)
 
 
@@ -862,7 +865,7 @@ PII_GENERATORS = {
     "ip_address": fake_ipv4,
     "credit_card": fake_credit_card,
     "iban": fake_iban,
-    "ssn": fake_ssn,
+    "us_ssn": fake_ssn,
 }
 PII_KINDS = tuple(PII_GENERATORS)
 
@@ -882,7 +885,7 @@ PII_CARRIERS = {
     "iban": [("Please transfer the fee to IBAN ", "."),
              ("Donations can be sent to ", " (reference: membership)."),
              ("Account: ", ".")],
-    "ssn": [("His social security number, ", ", appeared in the leaked file."),
+    "us_ssn": [("His social security number, ", ", appeared in the leaked file."),
             ("SSN: ", "."), ("The form asked for her SSN (", ") and date of birth.")],
 }
 
@@ -1129,7 +1132,7 @@ def write_jsonl(docs: Iterable[Mapping[str, Any]], path: str | Path) -> int:
     n = 0
     with open(path, "wb") as raw:
         if name.endswith(".gz"):
-            sink: Any = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+            sink: Any = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
         else:
             sink = raw
         with io.TextIOWrapper(sink, encoding="utf-8", newline="\n") as f:

@@ -79,7 +79,7 @@ VALIDATORS = {
     "ip_address": ipv4_ok,
     "credit_card": lambda v: luhn_ok(v) and len(re.sub(r"\D", "", v)) in (15, 16),
     "iban": iban_ok,
-    "ssn": ssn_ok,
+    "us_ssn": ssn_ok,
 }
 
 
