@@ -40,8 +40,9 @@ are produced again after a restart). Resume with the same ``world_size`` and ``n
 ``follow=True`` streams a directory that is still being written: shards join the stream as they
 appear (listed in the manifest or renamed into place as ``shard-*.arrow``), each block going to the
 reader chosen by a hash of (shard, block), until ``manifest.json`` says ``"complete": true``. The
-first epoch's order then depends on when shards appeared; later epochs read the complete directory
-in the seeded order above. Resumption of a follow-mode epoch is exact when shards appear in the
+first epoch's order then depends on when shards appeared (its blocks are split by hash, also on a
+rank that starts after the writer finished); later epochs read the complete directory in the seeded
+order above. Resumption of a follow-mode epoch is exact when shards appear in the
 same order.
 """
 
@@ -50,7 +51,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -132,8 +133,10 @@ class ShardSource:
     def path(self, name: str) -> str:
         return name if self.root is None else f"{self.root}/{name}"
 
-    def listing(self) -> tuple[list[str], dict[str, int], bool]:
-        """(shard names in stable order, document counts known from the manifest, complete?)."""
+    def listing(self, follow: bool = False) -> tuple[list[str], dict[str, int], bool]:
+        """(shard names in stable order, document counts known from the manifest, complete?).
+        Without a manifest a directory is complete unless we ``follow`` it (its writer may not
+        have written the manifest yet)."""
         if self.files is not None:
             return list(self.files), {}, True
         manifest_path = self.path(MANIFEST_NAME)
@@ -151,7 +154,7 @@ class ShardSource:
         listed = {p.rsplit("/", 1)[-1] for p in self.fs.glob(self.path("*.arrow"))}
         names = sorted(listed | set(counts))
         # a directory without a manifest is a finished set of files (e.g. written by `datasets`)
-        return names, counts, manifest is None
+        return names, counts, manifest is None and not follow
 
     def open(self, name: str, expected_docs: int | None = None) -> OpenShard:
         path = self.path(name)
@@ -257,8 +260,10 @@ class ShardDataset(IterableDataset):
         return units[reader::readers]
 
     def _doc_refs(self, reader: int, readers: int, cache: "_ShardCache") -> Iterator[DocRef]:
-        names, counts, complete = self.source.listing()
-        if complete or not self.follow or self.epoch > 0:
+        # in a followed epoch every rank must use the same (hash) assignment, even a rank that
+        # starts after the directory is complete
+        if not self.follow or self.epoch > 0:
+            names, counts, complete = self.source.listing()
             if not complete:
                 raise ShardError(f"{self.source.path(MANIFEST_NAME)}: the shard directory is not complete; "
                                  f"pass follow=True to stream it while it is written")
@@ -282,7 +287,7 @@ class ShardDataset(IterableDataset):
         seen: set[str] = set()
         idle_since = time.monotonic()
         while True:
-            names, counts, complete = self.source.listing()
+            names, counts, complete = self.source.listing(follow=True)
             new = [n for n in names if n not in seen]
             for name in new:
                 seen.add(name)
@@ -423,6 +428,8 @@ class ShardDataset(IterableDataset):
                 break
         if in_main_process:
             self._epoch_finished()
+        else:
+            yield {"worker": worker, "end": True}  # lets ShardLoader keep its worker order exact
 
 
 class _ShardCache:
@@ -449,29 +456,55 @@ class _ShardCache:
 
 class ShardLoader:
     """A DataLoader over a ``ShardDataset`` that counts what the training loop received from each
-    worker, so ``state_dict()`` resumes exactly even though workers prefetch."""
+    worker, so ``state_dict()`` resumes exactly even though workers prefetch.
+
+    Items are delivered in a fixed round-robin over workers (a worker that has finished is
+    skipped), whatever order the workers deliver them in; a resumed loader continues the same
+    round-robin where the saved one stopped, so it yields exactly the uninterrupted sequence."""
 
     def __init__(self, dataset: ShardDataset, num_workers: int = 0, **dataloader_kwargs: Any):
         self.dataset = dataset
         self.num_workers = num_workers
         self.dataloader_kwargs = dataloader_kwargs
+        self._next_worker = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        readers = self.dataset.world_size * max(1, self.num_workers)
-        if self.num_workers > 0:
-            self.dataset._resume_readers = readers
         loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, **self.dataloader_kwargs)
-        for item in loader:
-            if self.num_workers > 0:
-                self.dataset.mark_consumed(int(item["worker"]))
-            yield item
-        if self.num_workers > 0:
-            self.dataset._epoch_finished()
+        if self.num_workers == 0:
+            yield from loader  # the dataset counts for itself in the main process
+            return
+        workers = self.num_workers
+        self.dataset._resume_readers = self.dataset.world_size * workers
+        source = iter(loader)
+        pending: dict[int, deque] = {w: deque() for w in range(workers)}
+        live = set(range(workers))
+        w = self._next_worker
+        while live:
+            if w not in live:
+                w = (w + 1) % workers
+                continue
+            while not pending[w]:
+                item = next(source, None)
+                if item is None:
+                    break
+                pending[int(item["worker"])].append(item)
+            item = pending[w].popleft() if pending[w] else {"end": True}
+            if item.get("end"):
+                live.discard(w)
+            else:
+                self.dataset.mark_consumed(w)
+                self._next_worker = (w + 1) % workers
+                yield item
+            w = (w + 1) % workers
+        self.dataset._epoch_finished()
+        self._next_worker = 0
 
     def state_dict(self) -> dict[str, Any]:
         state = self.dataset.state_dict()
         state["readers"] = self.dataset.world_size * max(1, self.num_workers)
+        state["next_worker"] = self._next_worker
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.dataset.load_state_dict(state)
+        self._next_worker = int(state.get("next_worker", 0))
