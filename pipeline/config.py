@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from thresher.filters.base import Stage
 from thresher.pipeline import registry
 
-INPUT_FORMATS = ("jsonl", "parquet", "arrow", "text", "text_lines", "hf_dataset")
+INPUT_FORMATS = ("jsonl", "parquet", "arrow", "text", "text_lines", "hf_dataset", "warc")
 
 
 class ConfigError(Exception):

@@ -299,6 +299,8 @@ class ReadDocuments(beam.DoFn):
                 yield from self._whole_file(path, rel)
             elif fmt in ("parquet", "arrow", "hf_dataset"):
                 yield from self._table_records(path, rel, fmt)
+            elif fmt == "warc":
+                yield from self._warc_records(path, rel)
             else:  # guarded by the config schema
                 raise ValueError(f"unsupported input format {fmt!r}")
         except (OSError, IOError) as exc:
@@ -388,6 +390,95 @@ class ReadDocuments(beam.DoFn):
                         yield doc
         except (pa.ArrowException, OSError) as exc:
             yield quarantine_record(rel, f"cannot read {fmt} file: {exc}", data[:4096], offset=0)
+
+
+    def _warc_records(self, path: str, rel: str) -> Iterator[dict]:
+        """HTTP responses (WARC) and text conversions (WET) as documents. HTML goes through
+        resiliparse's main-content extraction; the record id is the WARC-Record-ID and the URL
+        and crawl date go into meta. Records that are not a successful HTML or text page are
+        quarantined with the reason (status, content type, nothing extracted)."""
+        from fastwarc.warc import ArchiveIterator, WarcRecordType
+        from resiliparse.extract.html2text import extract_plain_text
+        from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+
+        wanted = WarcRecordType.response | WarcRecordType.conversion
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            stream = _ChunkStream(_decompressed_chunks(raw, path))
+            records = iter(ArchiveIterator(stream, record_types=wanted, auto_decode="all", stream_detect=False))
+            index = 0
+            while True:
+                try:
+                    record = next(records)
+                    body = record.reader.read()
+                except StopIteration:
+                    return
+                except (TruncatedInput, OSError) as exc:
+                    yield quarantine_record(rel, f"{exc}; the {index} records before it were read", line=index + 1)
+                    return
+                index += 1
+                url = (record.headers.get("WARC-Target-URI") or "").strip("<>")
+                record_id = (record.headers.get("WARC-Record-ID") or f"{rel}:{index}").strip("<>")
+                where = {"line": index, "offset": record.stream_pos}
+                if record.record_type == WarcRecordType.response:
+                    http = record.http_headers
+                    status = http.status_code if http is not None else None
+                    content_type = (http.get("Content-Type") or "") if http is not None else ""
+                    if status != 200:
+                        yield quarantine_record(rel, f"HTTP status {status} for {url}", body[:4096], **where)
+                        continue
+                    if "html" not in content_type.lower() and "text/plain" not in content_type.lower():
+                        yield quarantine_record(rel, f"unsupported content type {content_type!r} for {url}",
+                                                body[:4096], **where)
+                        continue
+                    html = bytes_to_str(body, detect_encoding(body))
+                    text = extract_plain_text(html, main_content=True) if "html" in content_type.lower() else html
+                else:
+                    text = body.decode("utf-8", errors="replace")
+                doc, error = self.parser.to_document({self.cfg.text_field: text}, rel, index)
+                if error:
+                    yield quarantine_record(rel, f"{error} (extracted from {url})", body[:RAW_LIMIT], **where)
+                    continue
+                doc["id"] = record_id
+                doc["meta"] = {"url": url, "warc_date": record.headers.get("WARC-Date") or ""}
+                yield doc
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable stream over decompressed chunks, so that a truncated file raises while a WARC
+    parser reads it instead of ending quietly."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buffer = b""
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True  # forward only, which is all a WARC parser asks for
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._position + offset if whence == io.SEEK_CUR else None
+        if target is None or target < self._position:
+            raise io.UnsupportedOperation("this stream only seeks forward")
+        while self._position < target and self.read(min(target - self._position, 1 << 20)):
+            pass
+        return self._position
+
+    def readinto(self, target) -> int:
+        while not self._buffer:
+            self._buffer = next(self._chunks, b"")
+            if not self._buffer:
+                return 0
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        self._position += size
+        return size
 
 
 def _arrow_batches(data: bytes):
