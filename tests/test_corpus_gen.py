@@ -385,3 +385,24 @@ def test_generation_is_fast_enough_for_a_million_documents():
     rate = n / (time.perf_counter() - start)
     # ~4,000 docs/s on one core here; 500 leaves room for a loaded CI machine.
     assert rate > 500
+
+
+@pytest.mark.parametrize("stage_name", ["gopher_quality", "gopher_repetition", "c4_quality"])
+def test_project_quality_stages_keep_articles_and_reject_noise(demo, stage_name):
+    from thresher.pipeline.registry import STAGES, stage_class
+
+    if stage_name not in STAGES:
+        pytest.skip(f"{stage_name} is not registered")
+    stage = stage_class(stage_name)()
+    stage.setup()
+
+    def decide(kind, limit=200):
+        docs = [{"id": d["id"], "text": d["text"], "source": d["source"], "meta": {}}
+                for d in by_kind(demo, kind)[:limit]]
+        return [x.keep for x in stage.process_batch(docs)]
+
+    for kind in ("article", "pii", "near_duplicate", "exact_duplicate"):
+        assert all(decide(kind)), kind
+    # each noise kind is the target of at least one of these rule sets
+    target = {"gopher_quality": "short", "gopher_repetition": "spam", "c4_quality": "boilerplate"}
+    assert not any(decide(target[stage_name]))
