@@ -1,0 +1,81 @@
+"""datatrove's Gopher and C4 filters on a JSON-lines file, timed: the peer of thresher's
+gopher_quality -> gopher_repetition -> c4_quality chain.
+
+Run it with the separate datatrove venv (datatrove is not a thresher dependency):
+
+    /work/dt-venv/bin/python bench/peers_datatrove.py --docs FILE.jsonl --repeat N
+
+Each document goes through GopherQualityFilter, GopherRepetitionFilter and C4QualityFilter in
+that order (calling their ``filter`` methods directly on datatrove ``Document`` objects, no
+executor), stopping at the first rejection; C4 may shorten the text, as in thresher. Prints one
+JSON line: {"docs", "bytes", "seconds", "kept"} (seconds: the best of ``--repeat`` passes;
+per-reason counts under "reasons").
+
+Offline: datatrove 0.10.1 assigns English to its ``SpaCyTokenizer`` (``spacy.blank("en")`` plus the
+rule-based ``sentencizer``: no model download). NLTK's punkt data is needed only by datatrove's
+``NLTKTokenizer``, which its tokenizer assignment table gives to no language; the script fails
+loudly if a filter would reach for punkt (``NLTK_DATA`` points at an empty directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+
+# Make any attempt to load NLTK data fail instead of silently using a copy somewhere on disk.
+os.environ["NLTK_DATA"] = tempfile.mkdtemp(prefix="no-nltk-data-")
+
+
+def load_docs(path: str) -> list[dict]:
+    docs = []
+    with open(path, encoding="utf-8") as handle:
+        for i, line in enumerate(handle):
+            if line.strip():
+                record = json.loads(line)
+                docs.append({"id": str(record.get("id", i)), "text": record["text"]})
+    return docs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", required=True, help="JSON lines with a 'text' field")
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
+
+    filters = [GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter()]
+    records = load_docs(args.docs)
+    n_bytes = sum(len(r["text"].encode("utf-8")) for r in records)
+    # warm-up: loads spaCy's blank English pipeline once, outside the timing
+    for flt in filters:
+        flt.filter(Document(text="Warm up the tokenizer. It is loaded once.", id="warmup"))
+
+    best, kept, reasons = float("inf"), 0, Counter()
+    for _ in range(max(1, args.repeat)):
+        docs = [Document(text=r["text"], id=r["id"]) for r in records]
+        kept, reasons = 0, Counter()
+        start = time.perf_counter()
+        for doc in docs:
+            for flt in filters:
+                result = flt.filter(doc)
+                ok, reason = (result, None) if isinstance(result, bool) else result
+                if not ok:
+                    reasons[f"{flt.name}: {reason}"] += 1
+                    break
+            else:
+                kept += 1
+        best = min(best, time.perf_counter() - start)
+    print(json.dumps({"docs": len(records), "bytes": n_bytes, "seconds": best, "kept": kept,
+                      "reasons": dict(sorted(reasons.items()))}, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
