@@ -1,0 +1,246 @@
+"""Training: loop, checkpoints and exact resume, config, CLI, score, 2-process DDP/FSDP gradients.
+The helpers at the top write tiny token shards in the shard format (other test files import them)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+import yaml
+
+from thresher.pipeline.cli import main as cli_main
+from thresher.training.config import TrainConfigError, load_train_config, parse_train_config
+from thresher.training.loop import lr_factor, train
+from thresher.training.samplers import DocumentPool, Packer, UniformSampler, shard_paths
+
+REPO = Path(__file__).resolve().parents[1]
+
+VOCAB = 64
+
+
+def synthetic_documents(n: int, seed: int) -> list[np.ndarray]:
+    """Each document counts up from a random start with a per-document stride (1 or 2): the next token
+    is predictable from the previous two, so a tiny model's loss falls fast."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(n):
+        length = int(rng.integers(12, 90))
+        start, stride = int(rng.integers(0, VOCAB)), int(rng.integers(1, 3))
+        docs.append(((start + stride * np.arange(length)) % (VOCAB - 1) + 1).astype(np.uint16))
+    return docs
+
+
+def write_shard(path: Path, docs: list[np.ndarray], first_id: int) -> None:
+    lengths = np.array([len(d) for d in docs])
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    table = pa.table({
+        "input_ids": pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(docs), pa.uint16())),
+        "id": pa.array([f"doc-{first_id + i}" for i in range(len(docs))]),
+        "source": pa.array(["synthetic"] * len(docs)),
+        "length": pa.array(lengths.astype(np.int32)),
+        "quality": pa.array([float(i % 7) for i in range(len(docs))], pa.float64()),
+    })
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def make_shards(directory: Path, shards: int = 3, docs_per_shard: int = 60, seed: int = 0) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for s in range(shards):
+        docs = synthetic_documents(docs_per_shard, seed * 100 + s)
+        write_shard(directory / f"shard-00000-{s:05d}.arrow", docs, s * docs_per_shard)
+    return directory
+
+
+def tiny_config(shards: Path, out: Path, **overrides) -> dict:
+    cfg = {
+        "shards": str(shards),
+        "out": str(out),
+        "model": {"preset": None, "n_layer": 2, "n_head": 2, "d_model": 32, "vocab_size": VOCAB},
+        "attention": {"name": "sdpa"},
+        "sampler": {"name": "uniform"},
+        "steps": 12,
+        "batch_size": 4,
+        "seq_len": 32,
+        "seed": 0,
+        "eval_every": 4,
+        "eval_batches": 2,
+        "progress": False,
+        "tensorboard": False,
+        "optim": {"lr": 1e-2, "warmup_steps": 2},
+    }
+    for key, value in overrides.items():
+        cfg[key] = value
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return make_shards(tmp_path_factory.mktemp("shards"))
+
+
+def read_metrics(out: Path) -> list[dict]:
+    with (out / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    good = tiny_config(tmp_path, tmp_path / "out")
+    parse_train_config(good)
+    with pytest.raises(TrainConfigError, match="stepz"):
+        parse_train_config({**good, "stepz": 3})
+    with pytest.raises(TrainConfigError, match="sampler"):
+        parse_train_config({**good, "sampler": {"name": "random"}})
+    with pytest.raises(TrainConfigError, match="not divisible by grad_accum"):
+        parse_train_config({**good, "batch_size": 5, "grad_accum": 2})
+    with pytest.raises(TrainConfigError, match="sampler.pacing"):
+        parse_train_config({**good, "sampler": {"name": "curriculum", "pacing": "cubic"}})
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(good))
+    assert load_train_config(path, {"optim.lr": 0.5}).optim.lr == 0.5
+
+
+def test_lr_schedule_warms_up_then_decays_fully():
+    factors = [lr_factor(s, 10, 100, 0.0) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert lr_factor(100, 10, 100, 0.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_packer_rows_continue_documents_and_mask_boundaries(shards):
+    pool = DocumentPool.from_shards(shard_paths(shards))
+    assert len(pool) == 180 and "quality" in pool.scores
+    packer = Packer(pool, UniformSampler(len(pool), seed=3))
+    first = packer.next_batch(2, 40)
+    second = packer.next_batch(2, 40)
+    assert first.input_ids.shape == (2, 40)
+    # Every unmasked target is the next token of the same document.
+    for batch in (first, second):
+        same = batch.segment_ids[:, 1:] == batch.segment_ids[:, :-1]
+        assert torch.equal(batch.targets[:, :-1][same], batch.input_ids[:, 1:][same])
+        assert (batch.targets[:, :-1][~same] == -100).all()
+    # The document cut at the end of row 0 continues at the start of row 1.
+    assert first.doc_index[0, -1] == first.doc_index[1, 0]
+    assert first.targets[0, -1] == first.input_ids[1, 0]
+    # Restoring the packer and sampler state reproduces the stream.
+    state = (packer.state_dict(), packer.sampler.state_dict())
+    third = packer.next_batch(2, 40)
+    replay = Packer(pool, UniformSampler(len(pool), seed=3))
+    replay.load_state_dict(state[0])
+    replay.sampler.load_state_dict(state[1])
+    assert torch.equal(replay.next_batch(2, 40).input_ids, third.input_ids)
+
+
+def test_loss_falls_and_metrics_are_written(shards, tmp_path):
+    out = tmp_path / "run"
+    cfg = parse_train_config(tiny_config(shards, out, steps=30, eval_every=10))
+    result = train(cfg)
+    rows = read_metrics(out)
+    assert list(rows[0]) == ["step", "loss", "lr", "tokens_per_s", "val_loss"]
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))
+    losses = [float(r["loss"]) for r in rows]
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
+    vals = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+    assert len(vals) == 3 and vals[-1] < vals[0]
+    assert result["val_loss"] == pytest.approx(vals[-1], rel=1e-5)
+    assert (out / "checkpoints" / "step-000030" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("sampler", [{"name": "uniform"}, {"name": "active", "epsilon": 0.3}])
+def test_resume_reproduces_the_uninterrupted_loss_curve(shards, tmp_path, sampler):
+    whole = tmp_path / "whole"
+    train(parse_train_config(tiny_config(shards, whole, sampler=sampler, grad_accum=2)))
+    parts = tmp_path / "parts"
+    cfg = tiny_config(shards, parts, sampler=sampler, grad_accum=2, checkpoint_every=5)
+    train(parse_train_config({**cfg, "stop_after": 7}))  # interrupted at step 7; last checkpoint at 7
+    assert read_metrics(parts)[-1]["step"] == "7"
+    train(parse_train_config(cfg))
+    a, b = read_metrics(whole), read_metrics(parts)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    assert [(r["loss"], r["lr"], r["val_loss"]) for r in a] == [(r["loss"], r["lr"], r["val_loss"]) for r in b]
+
+
+def test_train_command_and_bad_input(shards, tmp_path, capsys):
+    cfg = tiny_config(shards, tmp_path / "cli", steps=3)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli_main(["train", str(path), "--set", "attention={name: sliding_window, window: 8}"]) == 0
+    assert len(read_metrics(tmp_path / "cli")) == 3
+    path.write_text(yaml.safe_dump({**cfg, "model": {"preset": "tiny", "vocab_size": 10}}))
+    assert cli_main(["train", str(path)]) == 1
+    assert "vocab_size 10 is too small" in capsys.readouterr().err
+    path.write_text(yaml.safe_dump({**cfg, "shards": str(tmp_path / "nowhere")}))
+    assert cli_main(["train", str(path)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_score_writes_reference_losses_the_samplers_read(shards, tmp_path):
+    out = tmp_path / "ref"
+    train(parse_train_config(tiny_config(shards, out, steps=4)))
+    scores = tmp_path / "scores.arrow"
+    assert cli_main(["score", str(out), "--shards", str(shards), "--out", str(scores)]) == 0
+    table = pa.ipc.open_stream(pa.OSFile(str(scores))).read_all()
+    assert table.num_rows == 180 and table.column_names == ["id", "ref_loss"]
+    assert np.isfinite(table.column("ref_loss").to_numpy()).all()
+    pool = DocumentPool.from_shards(shard_paths(shards))
+    pool.add_scores(scores)
+    assert np.allclose(pool.score("ref_loss"), table.column("ref_loss").to_numpy())
+
+
+GRAD_SCRIPT = r"""
+import sys, torch, torch.distributed as dist
+from thresher.training.loop import wrap_model
+from thresher.training.model import GPT, ModelConfig, shift_targets
+mode, out = sys.argv[1], sys.argv[2]
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0)
+model = GPT(ModelConfig(preset=None, n_layer=2, n_head=2, d_model=32, vocab_size=64))
+wrapped = wrap_model(model, mode, torch.device("cpu"))
+ids = torch.randint(1, 64, (4, 24), generator=torch.Generator().manual_seed(1))
+docs = torch.tensor([[0] * 10 + [1] * 14] * 4)
+mine = slice(rank * 2, rank * 2 + 2)
+_, loss = wrapped(ids[mine], docs[mine], targets=shift_targets(ids[mine], docs[mine]))
+loss.backward()
+grads = {}
+for name, p in model.named_parameters():
+    g = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+    grads[name] = g.detach().clone()
+if rank == 0:
+    torch.save(grads, out)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_process_gradients_match_single_process(mode, tmp_path):
+    """Each of 2 gloo processes takes half the batch; the averaged gradients equal the gradient of one
+    process on the whole batch (the per-half mean losses have equal token counts here)."""
+    script = tmp_path / "grads.py"
+    script.write_text(GRAD_SCRIPT)
+    out = tmp_path / "grads.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), mode, str(out)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    distributed = torch.load(out, weights_only=True)
+
+    from thresher.training.model import GPT, ModelConfig, shift_targets
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(preset=None, n_layer=2, n_head=2, d_model=32, vocab_size=64))
+    ids = torch.randint(1, 64, (4, 24), generator=torch.Generator().manual_seed(1))
+    docs = torch.tensor([[0] * 10 + [1] * 14] * 4)
+    _, loss = model(ids, docs, targets=shift_targets(ids, docs))
+    loss.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(distributed[name], p.grad, atol=1e-6, rtol=1e-5, msg=name)

@@ -1,0 +1,444 @@
+"""The training loop: ``thresher train CONFIG.yaml [--set key=value ...]`` (under ``torchrun`` for
+``parallel: ddp`` / ``fsdp``), and ``thresher score CHECKPOINT --shards DIR --out FILE`` which writes
+each document's mean token loss under a trained model (the reference loss curricula and RHO-LOSS use).
+
+Per step: the sampler picks documents, the packer fills ``batch_size / world / grad_accum`` rows per
+micro-batch, the loss (importance-weighted for the active sampler) is averaged over target tokens,
+gradients are accumulated, clipped, and AdamW steps under warmup + cosine. ``OUT/metrics.csv`` gets
+``step, loss, lr, tokens_per_s, val_loss`` (val_loss on evaluation steps only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.distributed as dist
+import yaml
+
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    remove_older,
+    rng_state,
+    save_checkpoint,
+    saved_config,
+    set_rng_state,
+)
+from .config import TrainConfig, TrainConfigError, load_train_config, parse_train_config
+from .model import GPT
+from .samplers import (
+    Batch,
+    DocumentPool,
+    Packer,
+    Sampler,
+    UniformSampler,
+    build_sampler,
+    shard_paths,
+    split_validation,
+)
+
+#: bf16 dense peak FLOP/s by device-name fragment, for the MFU estimate.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12}
+METRIC_COLUMNS = ["step", "loss", "lr", "tokens_per_s", "val_loss"]
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine to ``min_ratio`` at ``total`` (fully decayed at the end)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Distributed:
+    """Process-group setup from torchrun's environment; a single process when there is none."""
+
+    def __init__(self, parallel: str, device: torch.device):
+        self.parallel = parallel
+        env_world = int(os.environ.get("WORLD_SIZE", "1"))
+        if parallel != "none" and "RANK" not in os.environ:
+            raise RuntimeError(f"parallel: {parallel} needs torchrun (e.g. `torchrun --nproc_per_node 2 -m "
+                               "thresher.pipeline train CONFIG.yaml`)")
+        if parallel == "none" and env_world > 1:
+            raise RuntimeError(f"started by torchrun with {env_world} processes but the config says parallel: none")
+        self.enabled = parallel != "none"
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        self.rank = dist.get_rank() if self.enabled else 0
+        self.world = dist.get_world_size() if self.enabled else 1
+
+    def mean(self, value: float) -> float:
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t) / self.world
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda requested but torch sees no GPU")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def wrap_model(model: GPT, parallel: str, device: torch.device) -> torch.nn.Module:
+    """DDP, or FSDP2 (each block sharded, then the root), or the model itself."""
+    if parallel == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+    return model
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, fused=device.type == "cuda")
+
+
+def batch_loss(model, batch: Batch, device, autocast_dtype, weights: torch.Tensor | None):
+    """(loss to backpropagate, unweighted per-position losses detached)."""
+    ids, targets = batch.input_ids.to(device, non_blocking=True), batch.targets.to(device, non_blocking=True)
+    segs = batch.segment_ids.to(device, non_blocking=True)
+    ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with ctx:
+        _, per_pos = model(ids, segs, targets=targets, reduction="none")
+    valid = (targets != -100).float()
+    count = valid.sum().clamp_min(1)
+    w = valid if weights is None else valid * weights.to(device)
+    return (per_pos * w).sum() / count, per_pos.detach()
+
+
+class MetricsLog:
+    """``metrics.csv`` (rewritten up to the resumed step on resume) and TensorBoard when installed."""
+
+    def __init__(self, out: Path, resume_step: int, tensorboard: bool):
+        self.path = out / "metrics.csv"
+        kept = []
+        if resume_step and self.path.is_file():
+            with self.path.open() as f:
+                kept = [row for row in csv.DictReader(f) if int(row["step"]) <= resume_step]
+        self.file = self.path.open("w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=METRIC_COLUMNS)
+        self.writer.writeheader()
+        self.writer.writerows(kept)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:
+                self.tb = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})
+        self.file.flush()
+        if self.tb:
+            for key in ("loss", "lr", "tokens_per_s", "val_loss"):
+                if row.get(key) not in (None, ""):
+                    self.tb.add_scalar(key, float(row[key]), int(row["step"]))
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb:
+            self.tb.close()
+
+
+class Progress:
+    """A rich progress bar with loss, tokens/s and MFU; a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+            self.bar = RichProgress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                    TextColumn("{task.fields[info]}"))
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+            self.bar.start()
+
+    def update(self, step: int, info: str) -> None:
+        if self.bar:
+            self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+@torch.no_grad()
+def evaluate(model, pool: DocumentPool, cfg: TrainConfig, device, autocast_dtype) -> float:
+    """Mean token loss over ``eval_batches`` batches of the held-out pool, the same batches every time."""
+    was_training = model.training
+    model.eval()
+    packer = Packer(pool, UniformSampler(len(pool), seed=cfg.seed))
+    rows = max(1, cfg.batch_size // cfg.grad_accum)
+    total, count = 0.0, 0
+    for _ in range(cfg.eval_batches):
+        batch = packer.next_batch(rows, cfg.seq_len)
+        _, per_pos = batch_loss(model, batch, device, autocast_dtype, None)
+        valid = batch.targets.to(device) != -100
+        total += float(per_pos[valid].sum())
+        count += int(valid.sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def per_document_losses(doc_index: torch.Tensor, targets: torch.Tensor, per_pos: torch.Tensor):
+    valid = (targets != -100).cpu().numpy().ravel()
+    docs = doc_index.cpu().numpy().ravel()[valid]
+    losses = per_pos.float().cpu().numpy().ravel()[valid]
+    uniq, inverse = np.unique(docs, return_inverse=True)
+    sums = np.bincount(inverse, weights=losses)
+    counts = np.bincount(inverse)
+    return uniq, sums / counts
+
+
+def peak_flops(cfg: TrainConfig, device: torch.device) -> float | None:
+    if cfg.peak_tflops:
+        return cfg.peak_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return None
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run training to ``cfg.steps`` (or ``stop_after`` steps of this call); returns final metrics."""
+    device = pick_device(cfg.device)
+    world = Distributed(cfg.parallel, device)
+    try:
+        return _train(cfg, device, world)
+    finally:
+        world.close()
+
+
+def _train(cfg: TrainConfig, device: torch.device, world: Distributed) -> dict[str, Any]:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_per_micro = cfg.batch_size // cfg.grad_accum
+    if rows_per_micro % world.world:
+        raise ValueError(f"batch_size / grad_accum = {rows_per_micro} rows is not divisible by {world.world} ranks")
+    rows_per_micro //= world.world
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    autocast_dtype = torch.bfloat16 if use_bf16 else None
+
+    train_pool, val_pool = split_validation(shard_paths(cfg.shards), cfg.val_shards)
+    for score_file in sorted(Path(cfg.shards).glob("scores-*.arrow")) if Path(cfg.shards).is_dir() else []:
+        train_pool.add_scores(score_file)
+    top_token = int(max(train_pool.tokens.max(), val_pool.tokens.max()))
+    if top_token >= cfg.model.vocab_size:
+        raise ValueError(f"model.vocab_size {cfg.model.vocab_size} is too small: the shards hold token id {top_token}")
+
+    torch.manual_seed(cfg.seed)
+    model = GPT(cfg.model, cfg.attention.name, cfg.attention.params(), cfg.gradient_checkpointing).to(device)
+    flops_per_token = model.flops_per_token(cfg.seq_len)
+    wrapped = wrap_model(model, cfg.parallel, device)
+    optimizer = make_optimizer(wrapped, cfg, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.steps, cfg.optim.min_lr_ratio)
+    )
+    sampler: Sampler = build_sampler(cfg.sampler, train_pool, cfg.steps, cfg.seed, world.rank, world.world)
+    packer = Packer(train_pool, sampler)
+
+    step = 0
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, wrapped, optimizer, scheduler)
+        sampler.load_state_dict(state["sampler"])
+        packer.load_state_dict(state["packer"])
+        set_rng_state(state["rng"])
+        step = state["step"]
+    compiled = torch.compile(wrapped) if cfg.compile else wrapped
+
+    log = MetricsLog(out, step, cfg.tensorboard) if world.rank == 0 else None
+    peak = peak_flops(cfg, device)
+    progress = Progress(cfg.progress and world.rank == 0, cfg.steps, step)
+    config_dict = cfg.model_dump(mode="json")
+    if world.rank == 0:
+        (out / "config.json").write_text(json.dumps(config_dict, indent=1) + "\n")
+    last: dict[str, Any] = {}
+    end = cfg.steps if cfg.stop_after is None else min(cfg.steps, step + cfg.stop_after)
+    compiled.train()
+    try:
+        while step < end:
+            t0 = time.perf_counter()
+            sampler.set_step(step)
+            seq = sampler.seq_len_at(step, cfg.seq_len)
+            loss_sum, tokens = 0.0, 0
+            for micro in range(cfg.grad_accum):
+                batch = packer.next_batch(rows_per_micro, seq)
+                weights = sampler.weights(batch.doc_index)
+                sync = micro == cfg.grad_accum - 1 or cfg.parallel != "ddp"
+                with contextlib.nullcontext() if sync else compiled.no_sync():
+                    loss, per_pos = batch_loss(compiled, batch, device, autocast_dtype, weights)
+                    (loss / cfg.grad_accum).backward()
+                docs, doc_losses = per_document_losses(batch.doc_index, batch.targets, per_pos)
+                sampler.update(docs, doc_losses)
+                valid = batch.targets != -100
+                loss_sum += float(per_pos[valid.to(per_pos.device)].sum())
+                tokens += int(valid.sum())
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.optim.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+            train_loss = world.mean(loss_sum / max(tokens, 1))
+            tokens_per_s = world.mean(tokens / seconds) * world.world
+            row: dict[str, Any] = {"step": step, "loss": f"{train_loss:.6f}", "lr": f"{lr:.6e}",
+                                   "tokens_per_s": f"{tokens_per_s:.1f}"}
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                val_loss = evaluate(compiled, val_pool, cfg, device, autocast_dtype)
+                row["val_loss"] = f"{val_loss:.6f}"
+                last["val_loss"] = val_loss
+            if log:
+                log.write(row)
+            mfu = flops_per_token * tokens_per_s / (peak * world.world) if peak else None
+            info = f"loss {train_loss:.3f}  {tokens_per_s:,.0f} tok/s" + (f"  MFU {mfu:.1%}" if mfu else "")
+            progress.update(step, info)
+            last.update(step=step, loss=train_loss, tokens_per_s=tokens_per_s, mfu=mfu)
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == end:
+                rank_state = {"sampler": sampler.state_dict(), "packer": packer.state_dict(), "rng": rng_state()}
+                save_checkpoint(out, step, wrapped, optimizer, scheduler, rank_state, config_dict)
+                remove_older(out)
+    finally:
+        progress.close()
+        if log:
+            log.close()
+    return last
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise TrainConfigError([("--set", f"expected key=value, got {pair!r}")])
+        key, value = pair.split("=", 1)
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def train_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="thresher train", description="Train a GPT on token shards.")
+    parser.add_argument("config", help="training YAML")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_train_config(args.config, _parse_overrides(args.set))
+    except TrainConfigError as exc:
+        print(f"thresher train: {args.config}: invalid config\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        result = train(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"thresher train: {exc}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in result.items()}, default=float))
+    return 0
+
+
+@torch.no_grad()
+def score_documents(model: GPT, pool: DocumentPool, seq_len: int, device: torch.device, batch_rows: int = 16) -> np.ndarray:
+    """Mean next-token loss of every document (documents longer than ``seq_len + 1`` are scored in
+    pieces); NaN for documents of one token."""
+    model.eval()
+    losses = np.zeros(len(pool))
+    counts = np.zeros(len(pool))
+    pieces: list[tuple[int, np.ndarray]] = []
+    for i in range(len(pool)):
+        doc = pool.document(i)
+        for start in range(0, max(1, len(doc) - 1), seq_len):
+            piece = doc[start : start + seq_len + 1]
+            if len(piece) > 1:
+                pieces.append((i, piece))
+    pieces.sort(key=lambda p: len(p[1]))  # similar lengths together: less padding
+    for b in range(0, len(pieces), batch_rows):
+        group = pieces[b : b + batch_rows]
+        width = max(len(p) for _, p in group)
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        targets = torch.full((len(group), width - 1), -100, dtype=torch.long)
+        for r, (_, piece) in enumerate(group):
+            ids[r, : len(piece)] = torch.from_numpy(piece.astype(np.int64))
+            targets[r, : len(piece) - 1] = ids[r, 1 : len(piece)]
+        _, per_pos = model(ids[:, :-1].to(device), None, targets=targets.to(device), reduction="none")
+        valid = targets != -100
+        per_pos = per_pos.float().cpu()
+        for r, (doc, _) in enumerate(group):
+            losses[doc] += float(per_pos[r][valid[r]].sum())
+            counts[doc] += int(valid[r].sum())
+    with np.errstate(invalid="ignore"):
+        return losses / counts
+
+
+def score_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="thresher score",
+        description="Write each document's mean token loss under a trained checkpoint (the reference loss "
+                    "for curriculum difficulty and RHO-LOSS). The output, an Arrow stream with columns id "
+                    "and the score, is picked up by training when it sits in the shard directory as "
+                    "scores-*.arrow.")
+    parser.add_argument("checkpoint", help="a checkpoint directory (OUT/checkpoints/step-N) or a training OUT")
+    parser.add_argument("--shards", required=True, help="shard directory or manifest to score")
+    parser.add_argument("--out", help="output file (default SHARDS/scores-<column>.arrow)")
+    parser.add_argument("--column", default="ref_loss", help="name of the score column (default ref_loss)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+    ckpt = Path(args.checkpoint)
+    if not (ckpt / "model.safetensors").is_file():
+        ckpt = latest_checkpoint(ckpt) or ckpt
+    if not (ckpt / "model.safetensors").is_file():
+        print(f"thresher score: {args.checkpoint}: no checkpoint (model.safetensors) found", file=sys.stderr)
+        return 1
+    cfg = parse_train_config(saved_config(ckpt))
+    device = pick_device(args.device)
+    model = GPT(cfg.model, cfg.attention.name, cfg.attention.params()).to(device)
+    load_model_weights(ckpt, model)
+    try:
+        pool = DocumentPool.from_shards(shard_paths(args.shards))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"thresher score: {exc}", file=sys.stderr)
+        return 1
+    losses = score_documents(model, pool, cfg.seq_len, device)
+    out = Path(args.out) if args.out else (Path(args.shards) / f"scores-{args.column}.arrow")
+    table = pa.table({"id": pa.array(pool.ids, pa.string()), args.column: pa.array(losses, pa.float64())})
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    tmp.replace(out)
+    print(json.dumps({"documents": len(pool), "out": str(out), "mean": float(np.nanmean(losses))}))
+    return 0
