@@ -103,9 +103,7 @@ class Encoder:
         if not texts:
             return []
         ids = self.processor.encode(list(texts), add_eos=self.add_eos, num_threads=self.num_threads)
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter((t for x in ids for t in x), dtype=self.dtype, count=int(lengths.sum()))
-        return np.split(flat, np.cumsum(lengths)[:-1])
+        return [np.array(x, dtype=self.dtype) for x in ids]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.processor.decode([int(i) for i in ids])
