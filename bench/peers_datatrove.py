@@ -9,7 +9,9 @@ Each document goes through GopherQualityFilter, GopherRepetitionFilter and C4Qua
 that order (calling their ``filter`` methods directly on datatrove ``Document`` objects, no
 executor), stopping at the first rejection; C4 may shorten the text, as in thresher. Prints one
 JSON line: {"docs", "bytes", "seconds", "kept"} (seconds: the best of ``--repeat`` passes;
-per-reason counts under "reasons").
+per-reason counts under "reasons"). With ``--each``, every filter is also run on its own over all
+the original documents, and "each" maps gopher_quality / gopher_repetition / c4_quality to
+{"seconds", "kept", "decisions": [bool per document]} for agreement checks.
 
 Offline: datatrove 0.10.1 assigns English to its ``SpaCyTokenizer`` (``spacy.blank("en")`` plus the
 rule-based ``sentencizer``: no model download). NLTK's punkt data is needed only by datatrove's
@@ -19,13 +21,19 @@ loudly if a filter would reach for punkt (``NLTK_DATA`` points at an empty direc
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-import tempfile
-import time
-from collections import Counter
+
+# This folder is sys.path[0]; a bench script named like a standard module (bench/tokenize.py)
+# would shadow it inside datatrove's imports. Drop it before importing anything else.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
 
 # Make any attempt to load NLTK data fail instead of silently using a copy somewhere on disk.
 os.environ["NLTK_DATA"] = tempfile.mkdtemp(prefix="no-nltk-data-")
@@ -45,6 +53,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", required=True, help="JSON lines with a 'text' field")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--each", action="store_true", help="also time each filter on its own")
     args = parser.parse_args()
 
     from datatrove.data import Document
@@ -72,8 +81,20 @@ def main() -> int:
             else:
                 kept += 1
         best = min(best, time.perf_counter() - start)
-    print(json.dumps({"docs": len(records), "bytes": n_bytes, "seconds": best, "kept": kept,
-                      "reasons": dict(sorted(reasons.items()))}, ensure_ascii=False))
+    result = {"docs": len(records), "bytes": n_bytes, "seconds": best, "kept": kept,
+              "reasons": dict(sorted(reasons.items()))}
+    if args.each:
+        result["each"] = {}
+        for label, flt in zip(("gopher_quality", "gopher_repetition", "c4_quality"), filters):
+            seconds = float("inf")
+            for _ in range(max(1, args.repeat)):
+                docs = [Document(text=r["text"], id=r["id"]) for r in records]
+                start = time.perf_counter()
+                decisions = [flt.filter(doc) for doc in docs]
+                seconds = min(seconds, time.perf_counter() - start)
+            decisions = [d if isinstance(d, bool) else d[0] for d in decisions]
+            result["each"][label] = {"seconds": seconds, "kept": sum(decisions), "decisions": decisions}
+    print(json.dumps(result, ensure_ascii=False))
     return 0
 
 

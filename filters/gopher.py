@@ -161,7 +161,10 @@ class GopherRepetition(DocumentStage):
       n-gram character fractions are over the characters of all words (datatrove: over
       ``len(text)``, separators included in the n-gram).
     - "top n-gram character fraction": occurrences of the most frequent n-gram times its
-      characters (ties: the longest), as in datatrove, overlapping occurrences included.
+      characters, overlapping occurrences included, as in datatrove; ties go to the longest
+      n-gram (datatrove: the first seen), and when no n-gram occurs twice the fraction is 0, as in
+      RedPajama-V2 (datatrove scores the first n-gram, so a short page whose words never repeat
+      can fail the 2-gram rule there).
     - "duplicate n-gram character fraction": the paper counts the characters "within all
       duplicate n-grams, taking care not to count characters within overlapping n-grams more than
       once": every word covered by any occurrence (the first included) of an n-gram that occurs

@@ -271,7 +271,8 @@ def _ngram_char_counts(word_hash, lengths, want_top, want_dup):
                 if c > best_count or (c == best_count and chars > best_chars):
                     best_count = c
                     best_chars = chars
-            top_chars[n] = best_count * best_chars
+            # an n-gram that occurs once is no repetition (RedPajama-V2 also scores it 0)
+            top_chars[n] = best_count * best_chars if best_count > 1 else 0
         if want_dup[n]:
             covered_to = 0
             total = 0
@@ -286,7 +287,7 @@ def _ngram_char_counts(word_hash, lengths, want_top, want_dup):
 
 def ngram_char_counts(text: str, top_sizes, dup_sizes) -> tuple[np.ndarray, np.ndarray, int]:
     """For the ``str.split()`` words of ``text``: per n in ``top_sizes``, occurrences of the most
-    frequent n-gram times its characters (ties: the longest); per n in ``dup_sizes``, the
+    frequent n-gram times its characters (ties: the longest; 0 when no n-gram repeats); per n in ``dup_sizes``, the
     characters of the words covered by any occurrence of an n-gram that occurs more than once
     (each word counted once); and the characters of all words. Arrays are indexed by n."""
     max_n = max([*top_sizes, *dup_sizes, 1])

@@ -267,9 +267,9 @@ def test_dup_para_char_frac_value_and_boundary():
 
 def ref_top_ngram(tokens: list[str], n: int) -> float:
     """Literal reading: occurrences of the most frequent n-gram times its characters, over all
-    word characters (ties: the longest n-gram)."""
+    word characters (ties: the longest n-gram; 0 when nothing repeats)."""
     grams = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-    if not grams:
+    if not grams or max(grams.values()) == 1:
         return 0.0
     best = max(grams.values())
     chars = max(sum(map(len, g)) for g, c in grams.items() if c == best)
@@ -344,8 +344,8 @@ def test_short_texts_have_zero_ngram_fractions():
     scores = all_ngram_scores("one two three")
     assert scores["gopher_dup_5gram_char_frac"] == 0.0
     assert scores["gopher_top_4gram_char_frac"] == 0.0
-    # every bigram occurs once; ties go to the longest, "two three"
-    assert scores["gopher_top_2gram_char_frac"] == pytest.approx(8 / 11)
+    # no bigram occurs twice: no repetition
+    assert scores["gopher_top_2gram_char_frac"] == 0.0
 
 
 def test_empty_text_is_rejected():
