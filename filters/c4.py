@@ -31,7 +31,9 @@ class C4Quality(DocumentStage):
     contains "lorem ipsum" (reason ``lorem_ipsum``) or a curly bracket (``curly_bracket``), when
     the kept lines hold fewer than ``min_sentences`` sentences (``too_few_sentences``, value: the
     count), or when no line is left (``no_lines``). Kept pages get the kept lines joined by
-    newlines as their new text, and the scores ``c4_lines_kept_frac`` and ``c4_sentences``.
+    newlines as their new text, and the score ``c4_lines_kept_frac`` (plus ``c4_sentences`` when
+    sentences had to be counted: only when fewer lines than ``min_sentences`` were kept, since
+    every kept line holds at least one sentence).
 
     Differences from the reference: C4 counts sentences with NLTK's punkt tokenizer; here a
     sentence is a run of terminal punctuation followed by whitespace or the line end (every kept
@@ -55,30 +57,32 @@ class C4Quality(DocumentStage):
     filter_curly_bracket: bool = True
     min_sentences: int | None = Field(5, ge=0)
 
+    def _is_policy_line(self, lower: str) -> bool:
+        if "terms of use" in lower or "privacy policy" in lower:
+            return True
+        return "cookie" in lower and any(p in lower for p in POLICY_SUBSTRINGS[2:])
+
     def process(self, doc: Document) -> Decision:
         text = doc["text"]
         lines = text.splitlines()
         kept: list[str] = []
-        n_sentences = 0
         max_word = self.max_word_length
         min_words = self.min_words_per_line or 0
         for line in lines:
             line = line.strip()
             if not line:
                 continue
-            words = line.split()
             if max_word is not None and len(line) > max_word:
-                longest = max(map(len, words))
+                longest = max(map(len, line.split()))
                 if longest > max_word:
                     if self.long_word == "reject":
                         return Decision.reject("long_word", longest)
                     continue
             if self.remove_citations and "[" in line:
                 line = CITATION.sub("", line)
-                words = line.split()
             if self.filter_no_terminal_punct and (not line.endswith(END_MARKS) or line.endswith(ELLIPSIS)):
                 continue
-            if len(words) < min_words:
+            if min_words and len(line.split(None, min_words - 1)) < min_words:
                 continue
             lower = line.lower()
             if self.filter_lorem_ipsum and "lorem ipsum" in lower:
@@ -87,15 +91,18 @@ class C4Quality(DocumentStage):
                 continue
             if self.filter_curly_bracket and "{" in line:
                 return Decision.reject("curly_bracket", 1.0)
-            if self.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS):
+            if self.filter_policy and self._is_policy_line(lower):
                 continue
-            n_sentences += max(1, len(SENTENCE_END.findall(line)))
             kept.append(line)
-        scores = {"c4_lines_kept_frac": len(kept) / len(lines) if lines else 0.0,
-                  "c4_sentences": n_sentences}
+        scores: dict[str, float] = {"c4_lines_kept_frac": len(kept) / len(lines) if lines else 0.0}
         if not kept:
             return Decision.reject("no_lines", 0.0, scores)
-        if self.min_sentences is not None and n_sentences < self.min_sentences:
-            return Decision.reject("too_few_sentences", n_sentences, scores)
+        if self.min_sentences is not None and len(kept) < self.min_sentences:
+            # every kept line holds at least one sentence, so sentences are only counted when
+            # there are fewer lines than the minimum
+            n_sentences = sum(max(1, len(SENTENCE_END.findall(line))) for line in kept)
+            scores["c4_sentences"] = n_sentences
+            if n_sentences < self.min_sentences:
+                return Decision.reject("too_few_sentences", n_sentences, scores)
         new_text = "\n".join(kept)
         return Decision.accept(scores, text=None if new_text == text else new_text)

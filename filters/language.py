@@ -35,7 +35,7 @@ class Language(DocumentStage):
     backend: Literal["cld3", "fasttext"] = "cld3"
     model_path: Path | None = Field(None, description="lid.176.ftz for the fasttext backend "
                                     "(default: $THRESHER_MODELS or ~/.cache/thresher/models)")
-    max_chars: int = Field(4000, ge=1)
+    max_chars: int = Field(2000, ge=1)
 
     @field_validator("keep")
     @classmethod
