@@ -1,0 +1,63 @@
+"""Distributed connected components (large-star / small-star in Beam) against a union-find oracle."""
+
+import random
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from thresher.pipeline.dedup import ConnectedComponents
+
+
+def union_find_labels(edges):
+    parent = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for u, v in edges:
+        a, b = find(u), find(v)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    groups = {}
+    for node in {x for e in edges for x in e}:
+        groups.setdefault(find(node), []).append(node)
+    return sorted((node, min(group)) for group in groups.values() for node in group)
+
+
+def adversarial_graphs(rng):
+    """Disjoint graphs (ids prefixed per graph) in one edge list: one pipeline covers them all."""
+    edges = []
+    ids = [f"p{rng.randrange(10 ** 9):09d}" for _ in range(2000)]  # path in random id order
+    edges += [(ids[i], ids[i + 1]) for i in range(len(ids) - 1)]
+    edges += [(f"q{i:05d}", f"q{i + 1:05d}") for i in range(500)]  # sorted path, reversed edges below
+    edges += [(f"r{i + 1:05d}", f"r{i:05d}") for i in range(500)]
+    edges += [("s00000", f"s{i:05d}") for i in range(1, 1500)]  # star centred on the minimum
+    edges += [(f"t{i:05d}", "t99999") for i in range(1500)]  # star centred on the maximum
+    nodes = [f"g{i:04d}" for i in range(600)]  # sparse random graph: many components
+    edges += [(rng.choice(nodes), rng.choice(nodes)) for _ in range(450)]
+    for c in range(300):  # many small clusters (pairs and triangles)
+        a, b, d = f"c{c:03d}a", f"c{c:03d}b", f"c{c:03d}d"
+        edges += [(a, b)] if c % 2 else [(a, b), (b, d), (d, a)]
+    edges += [("dup1", "dup2")] * 5 + [("dup2", "dup1"), ("self", "self"), ("self", "dup1")]
+    rng.shuffle(edges)
+    return edges
+
+
+def test_components_match_union_find_on_adversarial_graphs():
+    edges = adversarial_graphs(random.Random(0))
+    with BeamTestPipeline() as p:
+        labels = p | beam.Create(edges) | ConnectedComponents(max_rounds=14)
+        assert_that(labels, equal_to(union_find_labels(edges)))
+
+
+def test_not_converging_within_max_rounds_fails_loudly():
+    edges = [(f"n{i:03d}", f"n{i + 1:03d}") for i in range(200)]
+    with pytest.raises(Exception, match="did not converge in 2 .*raise max_rounds"):
+        with BeamTestPipeline() as p:
+            _ = p | beam.Create(edges) | ConnectedComponents(max_rounds=2)
