@@ -18,6 +18,7 @@ sees at inference exactly the form it was trained on.
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -31,13 +32,20 @@ BUILTIN_MODELS: dict[str, str] = {"toxicity": "toxicity.ftz", "quality": "qualit
 LABEL_PREFIX = "__label__"
 
 _WHITESPACE = re.compile(r"\s+")
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_MENTION = re.compile(r"@\w+")
+# fastText splits on whitespace only: without this "idiot!!" and "idiot" are unrelated tokens.
+_PUNCTUATION = re.compile(r"([^\w\s@#'])")
 
 
 def preprocess(text: str, max_chars: int = 10_000) -> str:
-    """The one text form fastText sees, in training and at inference: at most ``max_chars``
-    characters, lowercased, every run of whitespace (newlines included: fastText reads one example
-    per line) collapsed to one space."""
-    return _WHITESPACE.sub(" ", text[:max_chars].lower()).strip()
+    """The one text form fastText sees, in training and at inference: the first ``max_chars``
+    characters, HTML entities decoded, lowercased, URLs as ``url``, @mentions as ``@user``,
+    punctuation split from words, every run of whitespace (newlines included: fastText reads one
+    example per line) collapsed to one space."""
+    text = html.unescape(text[:max_chars]).lower()
+    text = _MENTION.sub(" @user ", _URL.sub(" url ", text))
+    return _WHITESPACE.sub(" ", _PUNCTUATION.sub(r" \1 ", text)).strip()
 
 
 def resolve_model_path(model: str) -> Path:
