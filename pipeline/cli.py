@@ -9,6 +9,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
     "models": ("thresher.filters.model_store:models_main", "models fetch NAME [--dest DIR]: download a model (lid176), verify its sha256"),
+    "train-embeddings": ("thresher.filters.embeddings:main", "train fastText skip-gram embeddings on a corpus, write a synonym table for augment"),
     "train-classifier": ("thresher.filters.classifier_training:main", "train a fastText classifier from labelled files, print held-out P/R/F1"),
     "shards": ("thresher.tokenization.verify:shards_command", "shards verify DIR: check shard checksums, counts and tokens"),
     "run": ("thresher.pipeline.commands:run_command", "run a curation pipeline from a YAML config"),

@@ -25,6 +25,8 @@ STAGES: dict[str, str] = {
     "exact_dedup": "thresher.pipeline.dedup:ExactDedup",
     "minhash_dedup": "thresher.pipeline.dedup:MinHashDedup",
     "decontaminate": "thresher.pipeline.decontaminate:Decontaminate",
+    "augment": "thresher.pipeline.augment:Augment",
+    "synthetic": "thresher.pipeline.synthetic:Synthetic",
 }
 
 
