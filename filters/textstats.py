@@ -298,3 +298,66 @@ def ngram_char_counts(text: str, top_sizes, dup_sizes) -> tuple[np.ndarray, np.n
     word_hash, lengths = token_hashes(text)
     top, dup, total = _ngram_char_counts(word_hash, lengths, want_top, want_dup)
     return top, dup, int(total)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _is_line_break(c):
+    return c == 10 or c == 13 or c == 11 or c == 12 or (0x1C <= c <= 0x1E) or c == 0x85 \
+        or c == 0x2028 or c == 0x2029
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _is_control(c):
+    # C0 (but \t; line breaks are handled first), DEL, C1, BOM, noncharacters, lone surrogates
+    return (c < 32 and c != 9) or (0x7F <= c <= 0x9F) or c == 0xFEFF or c == 0xFFFE or c == 0xFFFF \
+        or (0xD800 <= c <= 0xDFFF)
+
+
+@njit(cache=True, nogil=True)
+def _normalize_whitespace(cps, table, remove_control, collapse, max_newlines):
+    n = cps.shape[0]
+    out = np.empty(n, dtype=np.uint32)
+    size = 0
+    pending_newlines = 0
+    pending_space = False
+    i = 0
+    while i < n:
+        c = cps[i]
+        i += 1
+        if _is_line_break(c):
+            if c == 13 and i < n and cps[i] == 10:
+                i += 1  # \r\n is one break
+            pending_newlines += 1
+            pending_space = False  # trailing whitespace of the line
+            continue
+        if remove_control and _is_control(c):
+            continue
+        if collapse and (table[c] & SPACE):
+            pending_space = True
+            continue
+        if size > 0:
+            if pending_newlines > 0:
+                for _ in range(min(pending_newlines, max_newlines)):
+                    out[size] = 10
+                    size += 1
+            elif pending_space:
+                out[size] = 32
+                size += 1
+        pending_newlines = 0
+        pending_space = False
+        out[size] = c
+        size += 1
+    return out[:size]
+
+
+def normalize_whitespace(text: str, remove_control: bool, collapse: bool, max_blank_lines: int) -> str:
+    """``text`` with every line break as ``\\n``, control characters removed (``\\t`` and line
+    breaks aside), runs of horizontal whitespace as one space, no whitespace at line starts and
+    ends, at most ``max_blank_lines`` consecutive blank lines, and no leading or trailing
+    whitespace. With ``collapse`` off, horizontal whitespace is kept as it is."""
+    cps = codepoints(text)
+    out = _normalize_whitespace(cps, char_table(), remove_control, collapse, max_blank_lines + 1)
+    if out.shape[0] == cps.shape[0] and np.array_equal(out, cps):
+        return text
+    result = out.tobytes().decode("utf-32-le")
+    return result if collapse else result.strip()

@@ -221,3 +221,41 @@ def test_normalize_is_idempotent_on_real_text():
         assert stage.normalize(once) == once
         assert "  " not in once and " \n" not in once and "\n\n\n" not in once
     assert stage.normalize(texts[-1]).count("\n") < texts[-1].count("\n")
+
+
+def reference_normalize(text: str, max_blank_lines: int = 1) -> str:
+    """The normalisation spelled out with regexes and str methods, one rule at a time."""
+    import re
+    import unicodedata
+
+    text = unicodedata.normalize("NFC", text)
+    text = re.sub(r"\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]", "\n", text)
+    text = re.sub(r"[\x00-\x08\x0e-\x1b\x1f\x7f-\x9f\ufeff\ufffe\uffff\ud800-\udfff]", "", text)
+    text = "\n".join(" ".join(line.split()) for line in text.split("\n"))
+    text = re.sub("\n{%d,}" % (max_blank_lines + 2), "\n" * (max_blank_lines + 1), text)
+    return text.strip()
+
+
+@pytest.mark.parametrize("max_blank_lines", [0, 1, 3])
+def test_normalize_agrees_with_reference_on_random_text(max_blank_lines):
+    import random
+
+    alphabet = ["a", "b", "é", "e\u0301", " ", "  ", "\t", "\n", "\r", "\r\n", "\x00", "\x1f", "\x7f", "\x85",
+                "\u2028", "\xa0", "\u3000", "\ufeff", "\ud800", "\x0c", ".", "word"]
+    rng = random.Random(max_blank_lines)
+    stage = norm(max_blank_lines=max_blank_lines)
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        assert stage.normalize(text) == reference_normalize(text, max_blank_lines), repr(text)
+
+
+def test_normalize_agrees_with_reference_on_real_text():
+    web = SHARED / "web" / "cc_en_head-0174.jsonl"
+    fixtures = SHARED / "fixtures"
+    if not web.exists() or not fixtures.exists():
+        pytest.skip("../shared/data is absent")
+    texts = [json.loads(line)["text"] for line in web.open(encoding="utf-8")]
+    texts += [p.read_text(encoding="utf-8") for p in sorted(fixtures.rglob("*.txt"))]
+    stage = norm()
+    for text in texts:
+        assert stage.normalize(text) == reference_normalize(text)
