@@ -357,30 +357,37 @@ class ShardDataset(IterableDataset):
         if spans:
             yield spans
 
-    def _fill(self, spans, lookahead, inp: np.ndarray, tgt: np.ndarray, seg: np.ndarray) -> int:
-        """Write one sample into preallocated rows (inp/tgt int64 of L, seg int32 of L)."""
-        L = self.seq_len
-        serials = np.empty(L + 1, dtype=np.int64)
+    def _fill(self, spans, lookahead, inp: np.ndarray, serials: np.ndarray) -> tuple[int, int]:
+        """Copy one sample's tokens into ``inp`` (L) and document serials into ``serials`` (L + 1,
+        the lookahead's serial at the end, -1 on padding). Returns (tokens, target of the last one)."""
         pos = 0
         for tokens, a, b, serial in spans:
             inp[pos:pos + b - a] = tokens[a:b]
             serials[pos:pos + b - a] = serial
             pos += b - a
-        tgt[:pos - 1] = inp[1:pos]
-        if lookahead is not None:
-            tokens, a, _, serial = lookahead
-            tgt[pos - 1] = tokens[a]
-            serials[pos] = serial
-        else:
-            tgt[pos - 1] = IGNORE_INDEX
-            serials[pos] = -1
+        serials[pos:] = -1
+        if lookahead is None:
+            return pos, IGNORE_INDEX
+        tokens, a, _, serial = lookahead
+        serials[pos] = serial
+        return pos, int(tokens[a])
+
+    def _targets(self, inp: np.ndarray, serials: np.ndarray, ends: np.ndarray, last: np.ndarray,
+                 firsts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Targets and segment ids of a whole batch at once (fewer numpy calls than per sample)."""
+        L = self.seq_len
+        tgt = np.empty_like(inp)
+        tgt[:, :L - 1] = inp[:, 1:]
+        rows = np.arange(len(inp))
+        tgt[rows, ends - 1] = last
+        pad = serials[:, :L] < 0
         if self.mask_cross_document:
-            tgt[:pos][serials[1:pos + 1] != serials[:pos]] = IGNORE_INDEX
-        seg[:pos] = serials[:pos] - spans[0][3]
-        inp[pos:] = self.pad_id
-        tgt[pos:] = IGNORE_INDEX
-        seg[pos:] = -1
-        return pos
+            tgt[serials[:, 1:] != serials[:, :L]] = IGNORE_INDEX
+        tgt[pad] = IGNORE_INDEX
+        inp[pad] = self.pad_id
+        seg = (serials[:, :L] - firsts[:, None]).astype(np.int32)
+        seg[pad] = -1
+        return tgt, seg
 
     def _sample_spans(self, refs: Iterator[DocRef]) -> Iterator[tuple[list, tuple | None]]:
         previous = None
@@ -405,22 +412,27 @@ class ShardDataset(IterableDataset):
         L = self.seq_len
         while True:
             inp = np.empty((B, L), dtype=np.int64)
-            tgt = np.empty((B, L), dtype=np.int64)
-            seg = np.empty((B, L), dtype=np.int32)
+            serials = np.empty((B, L + 1), dtype=np.int64)
+            ends = np.empty(B, dtype=np.int64)
+            last = np.empty(B, dtype=np.int64)
+            firsts = np.empty(B, dtype=np.int64)
             filled = 0
             for spans, lookahead in samples:
-                self._fill(spans, lookahead, inp[filled], tgt[filled], seg[filled])
+                ends[filled], last[filled] = self._fill(spans, lookahead, inp[filled], serials[filled])
+                firsts[filled] = spans[0][3]
                 filled += 1
                 if filled == B:
                     break
             if filled == 0 or (self.batch_size and self.drop_last and filled < B):
                 break
+            inp, serials = inp[:filled], serials[:filled]
+            tgt, seg = self._targets(inp, serials, ends[:filled], last[:filled], firsts[:filled])
             if self.batch_size is None:
                 item = {"input_ids": torch.from_numpy(inp[0]), "targets": torch.from_numpy(tgt[0]),
                         "segment_ids": torch.from_numpy(seg[0]), "worker": worker}
             else:
-                item = {"input_ids": torch.from_numpy(inp[:filled]), "targets": torch.from_numpy(tgt[:filled]),
-                        "segment_ids": torch.from_numpy(seg[:filled]), "worker": worker}
+                item = {"input_ids": torch.from_numpy(inp), "targets": torch.from_numpy(tgt),
+                        "segment_ids": torch.from_numpy(seg), "worker": worker}
             if in_main_process:
                 self.mark_consumed(worker)  # before the yield: the caller holds the item once next() returns
             yield item
