@@ -31,21 +31,30 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 BUILTIN_MODELS: dict[str, str] = {"toxicity": "toxicity.ftz", "quality": "quality.ftz"}
 LABEL_PREFIX = "__label__"
 
-_WHITESPACE = re.compile(r"\s+")
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _MENTION = re.compile(r"@\w+")
 # fastText splits on whitespace only: without this "idiot!!" and "idiot" are unrelated tokens.
-_PUNCTUATION = re.compile(r"([^\w\s@#'])")
+_PUNCTUATION_RUN = re.compile(r"[^\w\s@#']+")
+
+
+def _spaced(match: re.Match) -> str:
+    return f" {match.group()} "
 
 
 def preprocess(text: str, max_chars: int = 10_000) -> str:
     """The one text form fastText sees, in training and at inference: the first ``max_chars``
     characters, HTML entities decoded, lowercased, URLs as ``url``, @mentions as ``@user``,
-    punctuation split from words, every run of whitespace (newlines included: fastText reads one
-    example per line) collapsed to one space."""
-    text = html.unescape(text[:max_chars]).lower()
-    text = _MENTION.sub(" @user ", _URL.sub(" url ", text))
-    return _WHITESPACE.sub(" ", _PUNCTUATION.sub(r" \1 ", text)).strip()
+    runs of punctuation split from words, every run of whitespace (newlines included: fastText
+    reads one example per line) collapsed to one space."""
+    text = text[:max_chars]
+    if "&" in text:
+        text = html.unescape(text)
+    text = text.lower()
+    if "http" in text or "www." in text:
+        text = _URL.sub(" url ", text)
+    if "@" in text:
+        text = _MENTION.sub(" @user ", text)
+    return " ".join(_PUNCTUATION_RUN.sub(_spaced, text).split())
 
 
 def resolve_model_path(model: str) -> Path:

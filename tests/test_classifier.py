@@ -33,7 +33,7 @@ def doc(text):
 def test_preprocess_lowercases_flattens_and_truncates():
     assert preprocess("Hello\nWorld\t  AGAIN\r\n", 100) == "hello world again"
     assert preprocess("abcdef", 3) == "abc"
-    assert preprocess("RT @bob: You IDIOT!! &amp; see https://x.co/a?b=1") == "rt @user : you idiot ! ! & see url"
+    assert preprocess("RT @bob: You IDIOT!! &amp; see https://x.co/a?b=1") == "rt @user : you idiot !! & see url"
 
 
 def test_stage_names_are_registered():
