@@ -73,7 +73,7 @@ class GopherQuality(DocumentStage):
         words = "|".join(re.escape(w) for w in sorted(set(self.stop_words), key=len, reverse=True))
         self._stop_re = re.compile(rf"\b(?:{words})\b", re.IGNORECASE)
         self._bullets = np.array([ord(c) for c in self.bullet_chars], dtype=np.uint32)
-        ts.char_table()
+        ts.warm_up()
 
     def _distinct_stop_words(self, text: str, enough: int) -> int:
         found: set[str] = set()
@@ -205,7 +205,7 @@ class GopherRepetition(DocumentStage):
         return None
 
     def setup(self) -> None:
-        ts.char_table()
+        ts.warm_up()
 
     def process(self, doc: Document) -> Decision:
         text = doc["text"]

@@ -34,7 +34,7 @@ class Normalize(DocumentStage):
     max_blank_lines: int = Field(1, ge=0, description="cap on consecutive blank lines")
 
     def setup(self) -> None:
-        textstats.char_table()
+        textstats.warm_up()
         if self.fix_mojibake:
             import ftfy
 

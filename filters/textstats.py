@@ -361,3 +361,13 @@ def normalize_whitespace(text: str, remove_control: bool, collapse: bool, max_bl
         return text
     result = out.tobytes().decode("utf-32-le")
     return result if collapse else result.strip()
+
+
+def warm_up() -> None:
+    """Build the character table and load (or compile) every kernel, so that a stage's
+    ``setup()`` pays for it and its first batch does not (about 1 s from numba's cache)."""
+    sample = "Warm up... the kernels.\n\n - twice\n - twice"
+    quality_counts(sample, np.array([ord("-")], dtype=np.uint32))
+    line_hashes(sample)
+    ngram_char_counts(sample, (2,), (5,))
+    normalize_whitespace(sample, True, True, 1)
