@@ -163,14 +163,17 @@ class GopherRepetition(DocumentStage):
     - "top n-gram character fraction": occurrences of the most frequent n-gram times its
       characters, overlapping occurrences included, as in datatrove; ties go to the longest
       n-gram (datatrove: the first seen), and when no n-gram occurs twice the fraction is 0, as in
-      RedPajama-V2 (datatrove scores the first n-gram, so a short page whose words never repeat
-      can fail the 2-gram rule there).
+      RedPajama-V2's ``rps_doc_frac_chars_top_{n}gram`` (datatrove scores a once-seen n-gram, so
+      a short page whose words never repeat can fail the 2-gram rule there).
     - "duplicate n-gram character fraction": the paper counts the characters "within all
       duplicate n-grams, taking care not to count characters within overlapping n-grams more than
       once": every word covered by any occurrence (the first included) of an n-gram that occurs
-      more than once is marked, and the marked words' characters are counted (as in Dolma and
-      RedPajama-V2). datatrove instead skips greedily over repeats and counts only occurrences
-      after the first, which gives about half the fraction for a text repeated twice.
+      more than once is marked, and the marked words' characters are counted, exactly as
+      RedPajama-V2's ``rps_doc_frac_chars_dupe_{n}grams`` does (which first lowercases and
+      strips punctuation; here words are compared as they are). datatrove instead skips greedily
+      over repeats and counts only occurrences after the first, which gives about half the
+      fraction for a text repeated twice; Dolma's gopher tagger sums every occurrence of every
+      repeated n-gram without removing overlaps.
     - lines, paragraphs and n-grams are compared by 64-bit hashes (FNV-1a over code points with
       a splitmix64 finaliser; n-grams as a polynomial of their word hashes), so two different
       ones are confused with probability about 2^-64 per pair. Deterministic across processes.
