@@ -143,15 +143,27 @@ def _decompressed_chunks(raw: io.BufferedIOBase, path: str, chunk_size: int = 1 
     if lower.endswith(".zst") or lower.endswith(".zstd"):
         import zstandard
 
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        try:
-            while True:
-                block = reader.read(chunk_size)
-                if not block:
-                    break
-                yield block
-        except zstandard.ZstdError as exc:
-            raise TruncatedInput(f"corrupt or truncated zstd data: {exc}") from None
+        factory = zstandard.ZstdDecompressor()
+        decomp = factory.decompressobj()
+        started = False
+        while True:
+            block = raw.read(chunk_size)
+            if not block:
+                break
+            while block:
+                try:
+                    out = decomp.decompress(block)
+                except zstandard.ZstdError as exc:
+                    raise TruncatedInput(f"corrupt zstd data: {exc}") from None
+                started = True
+                if out:
+                    yield out
+                block = decomp.unused_data if decomp.eof else b""
+                if decomp.eof:  # the next frame of a multi-frame file
+                    decomp = factory.decompressobj()
+                    started = False
+        if started and not decomp.eof:
+            raise TruncatedInput("truncated zstd stream (unexpected end of file)")
         return
     if lower.endswith(".bz2") or lower.endswith(".xz"):
         opener = bz2.BZ2File if lower.endswith(".bz2") else lzma.LZMAFile

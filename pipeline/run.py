@@ -24,7 +24,7 @@ from thresher.pipeline.progress import Progress
 
 RUNNER_NAMES = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
                 "spark": "SparkRunner", "prism": "PrismRunner"}
-OUTPUT_PARTS = ("kept", "rejected", "quarantine", "shards", STATS_DIR, "stats.json")
+OUTPUT_PARTS = ("kept", "rejected", "quarantine", "shards", STATS_DIR, "_progress", "stats.json")
 VERSIONED_PACKAGES = ("thresher", "apache-beam", "pydantic", "numpy", "pyarrow", "datasketch",
                       "fasttext-community", "cld3-py", "sentencepiece", "torch")
 
