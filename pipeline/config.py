@@ -42,6 +42,9 @@ class InputConfig(_Strict):
     #: field holding the source name; else ``source`` below; else the file's path relative to its glob root
     source_field: str | None = None
     source: str | None = None
+    #: top-level record fields copied into ``meta`` (e.g. [url, date]); a record's own ``meta``
+    #: object is always kept
+    meta_fields: list[str] = Field(default_factory=list)
     #: records larger than this are quarantined rather than processed (bytes of text)
     max_document_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 

@@ -256,12 +256,15 @@ class RecordParser:
         source: Any = record.get(cfg.source_field) if cfg.source_field else None
         if source is not None and not isinstance(source, str):
             return None, f"source field {cfg.source_field!r} is {type(source).__name__}, not a string"
-        meta = record.get("meta")
+        meta = dict(record["meta"]) if isinstance(record.get("meta"), dict) else {}
+        for name in cfg.meta_fields:
+            if name in record:
+                meta[name] = record[name]
         return {
             "id": str(doc_id),
             "text": _clean_surrogates(text),
             "source": source or cfg.source or rel_path,
-            "meta": dict(meta) if isinstance(meta, dict) else {},
+            "meta": meta,
         }, None
 
 

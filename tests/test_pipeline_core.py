@@ -47,6 +47,12 @@ def test_jsonl_plain_gzip_zstd_are_read_alike(tmp_path):
                                       "accounted": True}
 
 
+def test_meta_fields_are_copied_into_meta(tmp_path):
+    write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "text": "t", "url": "https://x.org/a", "meta": {"q": 1}}])
+    run(tmp_path, {"paths": [str(tmp_path / "d.jsonl")], "meta_fields": ["url", "absent"]})
+    assert read_output(tmp_path / "out", "kept")[0]["meta"] == {"q": 1, "url": "https://x.org/a"}
+
+
 def test_parquet_arrow_text_and_hf_dataset_inputs(tmp_path):
     table = pa.table({"body": [f"text {i}" for i in range(5)], "key": [f"k{i}" for i in range(5)]})
     (tmp_path / "pq").mkdir()
