@@ -175,10 +175,11 @@ def _keyboard_neighbours() -> dict[str, str]:
     out = {}
     for c, (r, i) in pos.items():
         near = []
-        for dr in (-1, 0, 1):
+        # rows are staggered: a key touches keys i, i+1 of the row above and i-1, i of the row below
+        for dr, columns in ((-1, (i, i + 1)), (0, (i - 1, i + 1)), (1, (i - 1, i))):
             row = r + dr
             if 0 <= row < len(_KEYBOARD_ROWS):
-                for j in (i - 1, i, i + 1):
+                for j in columns:
                     if 0 <= j < len(_KEYBOARD_ROWS[row]) and (row, j) != (r, i):
                         near.append(_KEYBOARD_ROWS[row][j])
         out[c] = "".join(near)
