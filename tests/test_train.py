@@ -4,6 +4,7 @@ The helpers at the top write tiny token shards in the shard format (other test f
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,15 @@ from thresher.training.loop import lr_factor, train
 from thresher.training.samplers import DocumentPool, Packer, UniformSampler, shard_paths
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: intra-op threads only add contention on a shared machine (10x slower seen here).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 VOCAB = 64
 
@@ -198,41 +208,52 @@ GRAD_SCRIPT = r"""
 import sys, torch, torch.distributed as dist
 from thresher.training.loop import wrap_model
 from thresher.training.model import GPT, ModelConfig, shift_targets
-mode, out = sys.argv[1], sys.argv[2]
+out = sys.argv[1]
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
-torch.manual_seed(0)
-model = GPT(ModelConfig(preset=None, n_layer=2, n_head=2, d_model=32, vocab_size=64))
-wrapped = wrap_model(model, mode, torch.device("cpu"))
 ids = torch.randint(1, 64, (4, 24), generator=torch.Generator().manual_seed(1))
 docs = torch.tensor([[0] * 10 + [1] * 14] * 4)
 mine = slice(rank * 2, rank * 2 + 2)
-_, loss = wrapped(ids[mine], docs[mine], targets=shift_targets(ids[mine], docs[mine]))
-loss.backward()
-grads = {}
-for name, p in model.named_parameters():
-    g = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
-    grads[name] = g.detach().clone()
-if rank == 0:
-    torch.save(grads, out)
+for mode in ("ddp", "fsdp"):
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(preset=None, n_layer=2, n_head=2, d_model=32, vocab_size=64))
+    wrapped = wrap_model(model, mode, torch.device("cpu"))
+    _, loss = wrapped(ids[mine], docs[mine], targets=shift_targets(ids[mine], docs[mine]))
+    loss.backward()
+    grads = {}
+    for name, p in model.named_parameters():
+        g = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+        grads[name] = g.detach().clone()
+    if rank == 0:
+        torch.save(grads, f"{out}-{mode}.pt")
+# The whole loop under each parallelism (it joins torchrun's process group itself).
+import json
+from thresher.training.config import parse_train_config
+from thresher.training.loop import train
+for mode in ("ddp", "fsdp"):
+    cfg = json.loads(open(sys.argv[2]).read())
+    train(parse_train_config({**cfg, "out": f"{cfg['out']}-{mode}", "parallel": mode}))
 dist.destroy_process_group()
 """
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_process_gradients_match_single_process(mode, tmp_path):
-    """Each of 2 gloo processes takes half the batch; the averaged gradients equal the gradient of one
-    process on the whole batch (the per-half mean losses have equal token counts here)."""
+def test_two_process_ddp_and_fsdp_gradients_match_single_process(tmp_path):
+    """Each of 2 gloo processes (under torchrun) takes half the batch; the DDP-averaged and the
+    FSDP2-reduced gradients equal one process's gradient on the whole batch (the halves' mean losses
+    have equal token counts here)."""
     script = tmp_path / "grads.py"
     script.write_text(GRAD_SCRIPT)
-    out = tmp_path / "grads.pt"
+    out = tmp_path / "grads"
+    shards = make_shards(tmp_path / "shards", shards=2, docs_per_shard=30)
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(tiny_config(shards, tmp_path / "run", steps=3, eval_every=3)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), mode, str(out)],
-        capture_output=True, text=True, timeout=120, env=env,
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(out),
+         str(cfg_file)],
+        capture_output=True, text=True, timeout=180, env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    distributed = torch.load(out, weights_only=True)
 
     from thresher.training.model import GPT, ModelConfig, shift_targets
 
@@ -242,5 +263,11 @@ def test_two_process_gradients_match_single_process(mode, tmp_path):
     docs = torch.tensor([[0] * 10 + [1] * 14] * 4)
     _, loss = model(ids, docs, targets=shift_targets(ids, docs))
     loss.backward()
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(distributed[name], p.grad, atol=1e-6, rtol=1e-5, msg=name)
+    for mode in ("ddp", "fsdp"):
+        distributed = torch.load(f"{out}-{mode}.pt", weights_only=True)
+        assert set(distributed) == {name for name, _ in model.named_parameters()}
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(distributed[name], p.grad, atol=1e-6, rtol=1e-5, msg=f"{mode} {name}")
+        rows = read_metrics(tmp_path / f"run-{mode}")
+        assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[-1]["val_loss"]
+        assert (tmp_path / f"run-{mode}" / "checkpoints" / "step-000003" / "rank-00001.pt").is_file()

@@ -75,7 +75,8 @@ class Distributed:
         if parallel == "none" and env_world > 1:
             raise RuntimeError(f"started by torchrun with {env_world} processes but the config says parallel: none")
         self.enabled = parallel != "none"
-        if self.enabled and not dist.is_initialized():
+        self.owns_group = self.enabled and not dist.is_initialized()  # else the caller set it up
+        if self.owns_group:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         self.rank = dist.get_rank() if self.enabled else 0
         self.world = dist.get_world_size() if self.enabled else 1
@@ -88,7 +89,7 @@ class Distributed:
         return float(t) / self.world
 
     def close(self) -> None:
-        if self.enabled and dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
