@@ -386,7 +386,9 @@ def test_quality_counts_agree_with_str_methods_on_real_text():
 
 
 def test_repetition_agrees_with_literal_definitions_on_real_text():
-    for text in real_texts():
+    texts = real_texts()
+    doubled = texts[1] + "\n \n" + texts[1][: len(texts[1]) // 2]  # repeated lines and paragraphs
+    for text in texts + [doubled]:
         tokens = text.split()
         if not tokens:
             continue
@@ -406,6 +408,16 @@ def test_repetition_agrees_with_literal_definitions_on_real_text():
                                      max_dup_para_frac=None, max_dup_para_char_frac=None), text).scores
         assert line_scores["gopher_dup_line_frac"] == pytest.approx(dups / len(lines))
         assert line_scores["gopher_dup_line_char_frac"] == pytest.approx(dup_chars / len(text))
+        paragraphs = ["\n".join(line.strip() for line in block.split("\n") if line.strip())
+                      for block in re.split(r"\n[^\S\n]*\n", text)]
+        paragraphs = [p for p in paragraphs if p]
+        seen, dups, dup_chars = set(), 0, 0
+        for para in paragraphs:
+            if para in seen:
+                dups, dup_chars = dups + 1, dup_chars + len(para)
+            seen.add(para)
+        assert line_scores["gopher_dup_para_frac"] == pytest.approx(dups / len(paragraphs))
+        assert line_scores["gopher_dup_para_char_frac"] == pytest.approx(dup_chars / len(text))
 
 
 def test_fixtures_wikipedia_page_kept_and_line_duplicates_measured():
