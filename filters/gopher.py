@@ -46,9 +46,10 @@ class GopherQuality(DocumentStage):
     - "lines starting with a bullet point" / "ending with an ellipsis": fractions of the non-blank
       lines (datatrove counts blank lines in the denominator and only ``•`` and ``-`` as bullets;
       here the bullet characters are a field).
-    - "80% of words ... contain at least one alphabetic character": over all whitespace tokens,
-      symbol-only ones included (datatrove: over spaCy tokens, where every comma and full stop is
-      a token without a letter, so datatrove rejects more punctuation-dense prose).
+    - "80% of words ... contain at least one alphabetic character": words with a letter over
+      all words, so numbers count against a document and stray punctuation does not (datatrove:
+      over all spaCy tokens, where every comma and full stop is a token without a letter, so it
+      rejects text whose punctuation stands apart, like WikiText's " , " and " . ").
     - "at least two of the following English words": distinct stop words, matched as whole words
       ignoring case (datatrove: case-sensitive on spaCy tokens, so "The" does not count). The
       search stops once ``min_stop_words`` distinct ones are found, so for kept documents the
