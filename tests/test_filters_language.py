@@ -208,3 +208,18 @@ def test_models_command(tmp_path, monkeypatch, capsys):
 
 def test_pinned_checksum_matches_the_cached_model():
     assert model_store.sha256_of(lid176()) == model_store.MODELS["lid176"].sha256
+
+
+def test_models_is_a_thresher_command(tmp_path, monkeypatch, capsys):
+    from thresher.pipeline.cli import main
+
+    monkeypatch.setenv("THRESHER_MODELS", str(tmp_path))
+    assert main(["models", "list"]) == 0
+    assert f"{tmp_path / 'lid.176.ftz'}\tmissing" in capsys.readouterr().out
+
+
+def test_stages_are_registered():
+    from thresher.pipeline.registry import stage_class
+
+    for name in ("normalize", "language", "gopher_quality", "gopher_repetition", "c4_quality"):
+        assert stage_class(name).name == name
