@@ -73,22 +73,37 @@ def run_command(argv: list[str]) -> int:
     return 0
 
 
+def _details(stage: dict[str, Any]) -> str:
+    """The stage-specific numbers worth a glance: reasons, PII by type, clusters, tokens."""
+    parts = [f"{r} {n:,}" for r, n in sorted(stage.get("reasons", {}).items(), key=lambda kv: -kv[1])[:3]]
+    counts = stage.get("counts") or {}
+    if counts:
+        parts.append(" ".join(f"{k.split('.', 1)[-1]} {v:,}" for k, v in sorted(counts.items())))
+    if "clusters" in stage:
+        parts.append(f"{stage['clusters']:,} clusters")
+    if "tokens" in stage:
+        parts.append(f"{stage['tokens']:,} tokens in {stage.get('shards', '?')} shards")
+    if stage.get("generated"):
+        parts.append(f"generated {stage['generated']:,}")
+    return "; ".join(parts)
+
+
 def print_summary(stats: dict[str, Any], output_dir: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)
     table = Table(title=f"thresher: {output_dir}", title_justify="left")
-    for column in ("stage", "in", "kept", "rejected", "seconds", "top reasons"):
+    for column in ("stage", "in", "kept", "rejected", "seconds", "details"):
         table.add_column(column, justify="right" if column in ("in", "kept", "rejected", "seconds") else "left")
     for stage in stats["stages"]:
-        reasons = sorted(stage.get("reasons", {}).items(), key=lambda kv: -kv[1])[:3]
         table.add_row(
             f"{stage['index']}. {stage['name']}", f"{stage['in']:,}", f"{stage['kept']:,}", f"{stage['rejected']:,}",
-            "" if stage["seconds"] is None else f"{stage['seconds']:.2f}",
-            ", ".join(f"{r} {n:,}" for r, n in reasons),
+            "" if stage["seconds"] is None else f"{stage['seconds']:.2f}", _details(stage),
         )
     t = stats["totals"]
-    console = Console()
     console.print(table)
     generated = f" + generated {t['generated']:,}" if t["generated"] else ""
     verdict = "[green]all accounted for[/green]" if t["accounted"] else "[red]MISMATCH[/red]"
