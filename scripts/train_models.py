@@ -113,6 +113,7 @@ class QualityData:
     held_out: list[Example]           # chunks of held-out documents, and held-out tweets
     held_out_wiki: list[str]          # whole held-out articles, for the score distribution
     held_out_web: list[str]           # whole held-out web documents
+    held_out_tweets: list[str]
 
 
 def _split_docs(docs: list[str], fraction: float, rng: random.Random) -> tuple[list[str], list[str]]:
@@ -144,7 +145,7 @@ def quality_data(data: Path, n_tweets: int = 2000) -> QualityData:
 
     train = examples(wiki_train, web_train, tweets_train)
     random.Random(SEED).shuffle(train)
-    return QualityData(train, examples(wiki_held, web_held, tweets_held), wiki_held, web_held)
+    return QualityData(train, examples(wiki_held, web_held, tweets_held), wiki_held, web_held, tweets_held)
 
 
 # --- main -----------------------------------------------------------------------------------
