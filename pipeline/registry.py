@@ -25,6 +25,7 @@ STAGES: dict[str, str] = {
     "exact_dedup": "thresher.pipeline.dedup:ExactDedup",
     "minhash_dedup": "thresher.pipeline.dedup:MinHashDedup",
     "decontaminate": "thresher.pipeline.decontaminate:Decontaminate",
+    "poisoning": "thresher.pipeline.poisoning:Poisoning",
     "augment": "thresher.pipeline.augment:Augment",
     "synthetic": "thresher.pipeline.synthetic:Synthetic",
 }

@@ -1,0 +1,435 @@
+"""``poisoning``: corpus-level data-poisoning detection (see docs/poisoning.md).
+
+Graph (every grouping keyed; nothing gathers the corpus on one worker):
+
+  docs -> batches -> pass one: every document's distinct word n-gram hashes into a count-min sketch
+       (CombineGlobally over fixed-size numpy tables; bounded whatever the corpus size)
+  docs -> batches -> pass two (sketch as side input): candidate n-grams per document (sketched
+       document frequency high enough, expected frequency low enough) -> exact per-n-gram stats
+       (CombinePerKey: documents, distinct spread keys, continuations) -> joined back with the
+       occurrences -> evidence per document for flagged trigger n-grams and (n-gram, continuation)
+       payload pairs; ONION perplexity evidence is computed in the same pass, per document
+  docs keyed by manifest key <- manifest lines: integrity evidence (changed / missing)
+  docs keyed by id + all evidence -> verdict: meta.poisoning, meta.poisoning_score, and the action
+       (annotate / drop / quarantine with review files under OUT/poisoning_review/).
+
+Determinism: n-gram and word hashes are xxh3 (not Python's salted hash), accumulators are sets and
+sums, reports are sorted, review files are sharded by a hash of the id and sorted inside: the output
+does not depend on worker count or bundle order. Document ids must be unique.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import apache_beam as beam
+import numpy as np
+from pydantic import Field, model_validator
+
+from thresher.filters.poison_detectors import (
+    DETECTORS,
+    CandidateScanner,
+    CorpusSketch,
+    CountMinSketch,
+    DocumentTokens,
+    IntegrityParams,
+    NgramStats,
+    PayloadParams,
+    PerplexityParams,
+    SpreadBy,
+    TriggerParams,
+    combine_evidence,
+    distinct_ngrams,
+    integrity_evidence,
+    manifest_key,
+    parse_manifest_line,
+    perplexity_evidence_batch,
+    spread_key,
+    stable_hash,
+    text_sha256,
+)
+from thresher.pipeline.io import atomic_write, encode_record, shard_of
+from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
+
+REVIEW_DIR = "poisoning_review"
+
+
+class Poisoning(CorpusStage):
+    """Flag documents that look poisoned; see the module docstring and docs/poisoning.md."""
+
+    name: ClassVar[str] = "poisoning"
+
+    action: Literal["annotate", "drop", "quarantine"] = "annotate"
+    act_on: list[str] | None = None            # detectors whose flags trigger the action; None: all
+    reference_model: str | None = None         # a `thresher poisoning train-reference` .npz
+    spread_by: SpreadBy = "auto"
+    cluster_field: str = "minhash_cluster"
+    sketch_width: int = Field(default=1 << 20, ge=16)
+    sketch_depth: int = Field(default=4, ge=1, le=16)
+    max_spans: int = Field(default=50, ge=1)
+    report_top: int = Field(default=20, ge=0)
+    review_shards: int = Field(default=1, ge=1, le=4096)
+    batch_size: int = Field(default=256, ge=1)
+    trigger_ngrams: TriggerParams = TriggerParams()
+    payload_association: PayloadParams = PayloadParams()
+    perplexity_outliers: PerplexityParams = PerplexityParams()
+    integrity: IntegrityParams = IntegrityParams()
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.sketch_width & (self.sketch_width - 1):
+            raise ValueError(f"sketch_width must be a power of two, got {self.sketch_width}")
+        if self.perplexity_outliers.enabled and not self.reference_model:
+            raise ValueError("perplexity_outliers needs reference_model "
+                             "(train one with `thresher poisoning train-reference`)")
+        unknown = sorted(set(self.act_on or []) - set(DETECTORS))
+        if unknown:
+            raise ValueError(f"act_on names unknown detectors {unknown}; known: {list(DETECTORS)}")
+        if not self.enabled_detectors():
+            raise ValueError("every detector is disabled: enable at least one")
+        return self
+
+    def enabled_detectors(self) -> list[str]:
+        return [name for name in DETECTORS if getattr(self, name).enabled]
+
+    def acting_detectors(self) -> list[str]:
+        return list(self.act_on) if self.act_on is not None else self.enabled_detectors()
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.reference_model and not Path(self.reference_model).exists():
+            problems.append(("reference_model", f"{self.reference_model} does not exist "
+                             "(train one with `thresher poisoning train-reference`)"))
+        if self.integrity.enabled and self.integrity.manifest and "://" not in self.integrity.manifest \
+                and not Path(self.integrity.manifest).exists():
+            problems.append(("integrity.manifest", f"{self.integrity.manifest} does not exist "
+                             "(write one with `thresher manifest`)"))
+        return problems
+
+    def ngram_sizes(self) -> list[int]:
+        sizes: set[int] = set()
+        if self.trigger_ngrams.enabled:
+            sizes |= set(self.trigger_ngrams.ngram_sizes)
+        if self.payload_association.enabled:
+            sizes |= set(self.payload_association.ngram_sizes)
+        return sorted(sizes)
+
+    def ngram_detection(self) -> bool:
+        return self.trigger_ngrams.enabled or self.payload_association.enabled
+
+    def load_reference(self):
+        from thresher.filters.ngram_lm import NgramLM
+
+        return NgramLM.load(self.reference_model) if self.reference_model else None
+
+    def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
+        return docs | ctx.label >> _PoisoningTransform(self, ctx.output_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# pass one
+
+class _BatchNgrams(beam.DoFn):
+    """A batch of documents -> (documents, tokens, their per-document distinct n-gram hashes)."""
+
+    def __init__(self, stage: Poisoning):
+        self.stage = stage
+
+    def setup(self):
+        from thresher.filters.ngram_lm import WordHasher
+
+        self.hasher = WordHasher()
+
+    def process(self, batch):
+        sizes = self.stage.ngram_sizes()
+        parts, tokens = [], 0
+        for doc in batch:
+            doc_tokens = DocumentTokens.of(doc["text"], self.hasher)
+            tokens += len(doc_tokens.hashes)
+            parts.append(distinct_ngrams(doc_tokens.hashes, sizes))
+        yield (len(batch), tokens, np.concatenate(parts) if parts else np.zeros(0, np.uint64))
+
+
+class _SketchFn(beam.CombineFn):
+    """Folds n-gram hash batches into one count-min sketch per bundle (combiner lifting), then
+    sums the few per-bundle sketches: memory is one table per worker, whatever the corpus."""
+
+    def __init__(self, width: int, depth: int):
+        self.width, self.depth = width, depth
+
+    def create_accumulator(self):
+        return CorpusSketch(CountMinSketch(self.width, self.depth))
+
+    def add_input(self, acc, part):
+        docs, tokens, hashes = part
+        acc.sketch.add(hashes)
+        acc.docs += docs
+        acc.tokens += tokens
+        return acc
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        out = accs[0]
+        for acc in accs[1:]:
+            out.sketch.merge(acc.sketch)
+            out.docs += acc.docs
+            out.tokens += acc.tokens
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+# --------------------------------------------------------------------------------------------
+# pass two
+
+class _Scan(beam.DoFn):
+    """Per batch: candidate n-gram occurrences (main output, keyed by n-gram hash) and ONION
+    evidence (``evidence``, keyed by document id)."""
+
+    def __init__(self, stage: Poisoning):
+        self.stage = stage
+
+    def setup(self):
+        from thresher.filters.ngram_lm import WordHasher
+
+        self.hasher = WordHasher()
+        self.lm = self.stage.load_reference()
+        self.scanner = None
+
+    def process(self, batch, corpus: CorpusSketch):
+        s = self.stage
+        if s.ngram_detection() and self.scanner is None:
+            t, p = s.trigger_ngrams, s.payload_association
+            limits = [(x.min_docs, x.min_lift) for x in (t, p) if x.enabled]
+            self.scanner = CandidateScanner(
+                corpus, self.lm, s.ngram_sizes(), min(m for m, _ in limits), min(l for _, l in limits),
+                p.continuation_words, p.ngram_sizes if p.enabled else [])
+        tokens = [DocumentTokens.of(doc["text"], self.hasher) for doc in batch]
+        ids = [str(doc["id"]) for doc in batch]
+        if self.scanner is not None:
+            spreads = [stable_hash(spread_key(doc, s.spread_by, s.cluster_field)) for doc in batch]
+            for found in self.scanner.scan_batch(list(zip(ids, spreads, tokens))):
+                yield from found
+        if s.perplexity_outliers.enabled:
+            for doc_id, ev in zip(ids, perplexity_evidence_batch(tokens, self.lm, s.perplexity_outliers)):
+                if ev is not None:
+                    yield beam.pvalue.TaggedOutput("evidence", (doc_id, ("perplexity_outliers", ev)))
+
+
+class _NgramStatsFn(beam.CombineFn):
+    def create_accumulator(self):
+        return NgramStats()
+
+    def add_input(self, acc, occ):
+        return acc.add(occ)
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        out = accs[0]
+        for acc in accs[1:]:
+            out.merge(acc)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _judge(element, stage: Poisoning, corpus: CorpusSketch):
+    """(n-gram hash, {"stats": [NgramStats], "occ": [Occurrence...]}) -> evidence per document,
+    plus reports of flagged n-grams and pairs for stats.json."""
+    from thresher.filters.poison_detectors import judge_ngram
+
+    _, group = element
+    stats_list = list(group["stats"])
+    if not stats_list:
+        return
+    stats = stats_list[0]
+    order = len(stats.text.split(" "))
+    verdict = judge_ngram(stats, corpus.docs, stage.trigger_ngrams, stage.payload_association, order)
+    if verdict.trigger is None and not verdict.payloads:
+        return
+    t = stage.trigger_ngrams
+    if verdict.trigger is not None:
+        yield beam.pvalue.TaggedOutput("report", ("trigger_ngrams", verdict.trigger))
+    for pair in verdict.payloads.values():
+        yield beam.pvalue.TaggedOutput("report", ("payload_association", pair))
+    for occ in group["occ"]:
+        if verdict.trigger is not None:
+            strength = max(1.0, math.log(max(verdict.trigger["lift"], 1.0)) / math.log(max(t.min_lift, 1.0 + 1e-9)))
+            yield (occ.doc_id, ("trigger_ngrams", {"flagged": True, "strength": strength,
+                                                   "ngram": verdict.trigger, "spans": [list(x) for x in occ.spans]}))
+        if verdict.payloads:
+            for (start, _), (h, _, cont_end) in zip(occ.spans, occ.continuations):
+                pair = verdict.payloads.get(h)
+                if pair is not None:
+                    strength = pair["share"] / stage.payload_association.min_share
+                    yield (occ.doc_id, ("payload_association", {"flagged": True, "strength": strength,
+                                                                "pair": pair, "spans": [[start, cont_end]]}))
+
+
+class _TopReports(beam.CombineFn):
+    """The flagged n-grams and pairs for stats.json: counts, and the top ones by documents."""
+
+    def __init__(self, top: int):
+        self.top = top
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, item):
+        return self.merge_accumulators([acc, {item[0]: (1, [item[1]])}])
+
+    def merge_accumulators(self, accs):
+        out: dict = {}
+        for acc in accs:
+            for name, (count, items) in acc.items():
+                n, kept = out.get(name, (0, []))
+                merged = sorted(kept + items, key=lambda r: (-r["docs"], json.dumps(r, sort_keys=True)))
+                out[name] = (n + count, merged[: self.top])
+        return out
+
+    def extract_output(self, acc):
+        return {name: {"flagged": n, "top": items} for name, (n, items) in sorted(acc.items())}
+
+
+# --------------------------------------------------------------------------------------------
+# integrity
+
+def _manifest_entries(path: str):
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as raw:
+        data = raw.read()
+    if path.endswith(".gz"):
+        import gzip
+
+        data = gzip.decompress(data)
+    for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        entry = parse_manifest_line(line, f"{path} line {number}")
+        if entry is not None:
+            yield entry
+
+
+def _integrity_key(doc, key: str):
+    k = manifest_key(doc, key)
+    # documents without a key (no URL) cannot be in the manifest: a key no manifest line can have
+    return (k if k is not None else f"\x00nokey:{doc['id']}", (str(doc["id"]), text_sha256(doc["text"])))
+
+
+def _integrity_check(element, require: bool):
+    key, group = element
+    vetted = list(group["vetted"])
+    for doc_id, digest in group["docs"]:
+        ev = integrity_evidence(digest, vetted, require, None if key.startswith("\x00nokey:") else key)
+        if ev is not None:
+            yield (doc_id, ("integrity", ev))
+
+
+# --------------------------------------------------------------------------------------------
+# verdict
+
+def _decide(element, stage: Poisoning):
+    doc_id, group = element
+    docs = list(group["doc"])
+    if len(docs) != 1:
+        raise ValueError(f"document id {doc_id!r} occurs {len(docs)} times; ids must be unique")
+    doc = docs[0]
+    evidence = sorted(group["ev"], key=lambda e: (e[0], json.dumps(e[1], sort_keys=True, default=str)))
+    meta = dict(doc.get("meta") or {})
+    if not evidence:
+        meta["poisoning_score"] = 0.0
+        yield dict(doc, meta=meta)
+        return
+    verdict = combine_evidence(evidence, stage.acting_detectors(), stage.max_spans)
+    meta["poisoning"] = {k: verdict[k] for k in ("score", "detectors", "spans", "flagged")}
+    meta["poisoning_score"] = verdict["score"]
+    for name in verdict["flagged"]:
+        yield beam.pvalue.TaggedOutput("stats", {"documents_flagged": {name: 1}})
+    if verdict["flagged"]:
+        yield beam.pvalue.TaggedOutput("stats", {"documents_flagged_any": 1})
+    out = dict(doc, meta=meta)
+    if stage.action == "annotate" or not verdict["acting"]:
+        yield out
+        return
+    first = verdict["acting"][0]
+    reason = f"poisoning:{first}" if stage.action == "drop" else "poisoning_quarantine"
+    record = {"id": doc["id"], "stage": stage.name, "reason": reason, "value": verdict["score"],
+              "scores": {"poisoning_score": verdict["score"]}, "source": doc.get("source", ""),
+              "text": doc["text"], "meta": meta, "evidence": meta["poisoning"]}
+    yield beam.pvalue.TaggedOutput("rejected", record)
+    if stage.action == "quarantine":
+        review = {"id": doc["id"], "source": doc.get("source", ""), "detectors": verdict["acting"],
+                  "score": verdict["score"], "evidence": meta["poisoning"], "text": doc["text"],
+                  "snippets": [[s, e, label, doc["text"][max(0, s - 60):e + 60]] for s, e, label in verdict["spans"]]}
+        yield beam.pvalue.TaggedOutput("review", (shard_of(str(doc["id"]), stage.review_shards), review))
+
+
+class _WriteReview(beam.DoFn):
+    def __init__(self, output_dir: str, shards: int):
+        self.output_dir, self.shards = output_dir, shards
+
+    def process(self, element):
+        shard, group = element
+        records = sorted(group["records"], key=lambda r: str(r["id"]))
+        data = "".join(encode_record(r) + "\n" for r in records).encode("utf-8")
+        path = posixpath.join(self.output_dir, REVIEW_DIR, f"review-{shard:05d}-of-{self.shards:05d}.jsonl")
+        if "://" not in self.output_dir:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data)
+        yield len(records)
+
+
+class _PoisoningTransform(beam.PTransform):
+    def __init__(self, stage: Poisoning, output_dir: str):
+        super().__init__()
+        self.stage = stage
+        self.output_dir = output_dir
+
+    def expand(self, docs):
+        s = self.stage
+        evidence = []
+        stats = []
+        batches = docs | "Batch" >> beam.BatchElements(min_batch_size=min(16, s.batch_size), max_batch_size=s.batch_size)
+        if s.ngram_detection() or s.perplexity_outliers.enabled:
+            if s.ngram_detection():
+                corpus = (batches
+                          | "BatchNgrams" >> beam.ParDo(_BatchNgrams(s))
+                          | "Sketch" >> beam.CombineGlobally(_SketchFn(s.sketch_width, s.sketch_depth)))
+            else:
+                corpus = docs.pipeline | "NoSketch" >> beam.Create([CorpusSketch(CountMinSketch(16, 1))])
+            scanned = batches | "Scan" >> beam.ParDo(_Scan(s), beam.pvalue.AsSingleton(corpus)).with_outputs(
+                "evidence", main="occ")
+            evidence.append(scanned.evidence)
+            if s.ngram_detection():
+                ngram_stats = scanned.occ | "NgramStats" >> beam.CombinePerKey(_NgramStatsFn())
+                judged = ({"stats": ngram_stats, "occ": scanned.occ} | "JoinNgrams" >> beam.CoGroupByKey()
+                          | "Judge" >> beam.FlatMap(_judge, s, beam.pvalue.AsSingleton(corpus))
+                          .with_outputs("report", main="evidence"))
+                evidence.append(judged.evidence)
+                stats.append(judged.report | "TopReports" >> beam.CombineGlobally(_TopReports(s.report_top)))
+                stats.append(corpus | "CorpusTotals" >> beam.Map(
+                    lambda c: {"ngram_documents": c.docs, "ngram_tokens": c.tokens}))
+        if s.integrity.enabled:
+            i = s.integrity
+            vetted = (docs.pipeline | "ManifestPath" >> beam.Create([i.manifest])
+                      | "ReadManifest" >> beam.FlatMap(_manifest_entries))
+            keyed = docs | "IntegrityKeys" >> beam.Map(_integrity_key, i.key)
+            evidence.append({"docs": keyed, "vetted": vetted} | "JoinManifest" >> beam.CoGroupByKey()
+                            | "IntegrityCheck" >> beam.FlatMap(_integrity_check, i.require_manifest))
+        all_evidence = evidence | "FlattenEvidence" >> beam.Flatten()
+        keyed_docs = docs | "KeyById" >> beam.Map(lambda d: (str(d["id"]), d))
+        decided = ({"doc": keyed_docs, "ev": all_evidence} | "JoinEvidence" >> beam.CoGroupByKey()
+                   | "Decide" >> beam.FlatMap(_decide, s).with_outputs("rejected", "stats", "review", main="kept"))
+        stats.append(decided.stats)
+        if s.action == "quarantine":
+            shards = docs.pipeline | "ReviewShards" >> beam.Create([(i, None) for i in range(s.review_shards)])
+            written = ({"records": decided.review, "shard": shards} | "GroupReview" >> beam.CoGroupByKey()
+                       | "WriteReview" >> beam.ParDo(_WriteReview(self.output_dir, s.review_shards)))
+            stats.append(written | "ReviewCount" >> beam.Map(lambda n: {"review_records": n}))
+        all_stats = stats | "FlattenStats" >> beam.Flatten()
+        return CorpusResult(kept=decided.kept, rejected=decided.rejected, stats=all_stats)
