@@ -277,9 +277,10 @@ _PHONE_CONTEXT_AFTER = re.compile(
 _NOT_PHONE_BEFORE = re.compile(r"(?:[$€£¥₹]|isbn(?:-1[03])?:?|version|v|ver\.?|release|build)\s*$", re.IGNORECASE)
 _NOT_PHONE_AFTER = re.compile(r"^\s*(?:€|eur|usd|gbp|dollars?|euros?|%)", re.IGNORECASE)
 
-# Spans that are never (part of) a phone number: calendar dates and clock times.
+# Spans that are never (part of) a phone number: calendar dates, clock times, year ranges.
 _DATE_TIME = re.compile(
-    r"(?<!\d)(?:\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}|\d{1,2}[\-/.]\d{1,2}[\-/.]\d{4}|\d{1,2}:\d{2}(?::\d{2})?)(?!\d)"
+    r"(?<!\d)(?:\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}|\d{1,2}[\-/.]\d{1,2}[\-/.]\d{4}|\d{1,2}:\d{2}(?::\d{2})?"
+    r"|(?:1[5-9]|20)\d\d ?[\-–] ?(?:1[5-9]|20)\d\d)(?!\d)"
 )
 
 
@@ -326,6 +327,10 @@ class PhoneDetector:
             candidate, end = candidate[:-1], end - 1
         while candidate.startswith("(") and candidate.count("(") > candidate.count(")"):
             candidate, start = candidate[1:], start + 1
+        # A whole number in brackets, "(555 1234)": the brackets are prose, not an area code.
+        if candidate.startswith("(") and candidate.endswith(")") and "(" not in candidate[1:] \
+                and ")" not in candidate[:-1]:
+            candidate, start, end = candidate[1:-1], start + 1, end - 1
         core = self._extension.sub("", candidate)
         digits = re.sub(r"\D", "", core)
         if not 7 <= len(digits) <= 15:

@@ -52,6 +52,10 @@ def test_valid_phone_formats(number):
     assert found(f"Call me at {number} tomorrow.", ["phone"]) == [(number, "PHONE_NUMBER")]
 
 
+def test_bracketed_number_keeps_brackets_out_of_the_span():
+    assert found("Reach us (Tel. 020 7946 0958) today", ["phone"]) == [("020 7946 0958", "PHONE_NUMBER")]
+
+
 def test_phone_extension_is_part_of_the_span():
     assert found("Office: 463-612-6138x036 ask for Jo", ["phone"]) == [("463-612-6138x036", "PHONE_NUMBER")]
 
@@ -64,6 +68,8 @@ def test_phone_extension_is_part_of_the_span():
     "Upgrade to version 10.0.19041.1 or v2.31.4 of the tool.",
     "Population 8336817 in 2019, area 783.8 km2.",
     "The house at 17151 2450 Crown St is for sale.",
+    "Voted best for four years (2015-2018), and again 1999 - 2003.",
+    "a long count date (9.15.10.0.0) that corresponds to 731 AD",
 ])
 def test_numbers_that_look_like_phones_but_are_not(text):
     assert found(text, ["phone"]) == []
