@@ -86,15 +86,14 @@ class GopherQuality(DocumentStage):
 
     def process(self, doc: Document) -> Decision:
         text = doc["text"]
-        counts = ts.quality_counts(text, self._bullets)
-        n_tokens = int(counts[ts.TOKENS])
-        n_words = n_tokens - int(counts[ts.SYMBOL_TOKENS])
+        counts = ts.quality_counts(text, self._bullets).tolist()
+        n_words = counts[ts.TOKENS] - counts[ts.SYMBOL_TOKENS]
         scores: dict[str, float] = {"gopher_word_count": n_words}
         if (self.min_words is not None and n_words < self.min_words) or \
                 (self.max_words is not None and n_words > self.max_words) or n_words == 0:
             return Decision.reject("word_count", n_words, scores)
 
-        mean_length = int(counts[ts.NONSPACE_CHARS] - counts[ts.SYMBOL_CHARS]) / n_words
+        mean_length = (counts[ts.NONSPACE_CHARS] - counts[ts.SYMBOL_CHARS]) / n_words
         scores["gopher_mean_word_length"] = mean_length
         if (self.min_mean_word_length is not None and mean_length < self.min_mean_word_length) or \
                 (self.max_mean_word_length is not None and mean_length > self.max_mean_word_length):
@@ -110,17 +109,17 @@ class GopherQuality(DocumentStage):
             if ellipsis_ratio > self.max_symbol_word_ratio:
                 return Decision.reject("ellipsis_ratio", ellipsis_ratio, scores)
 
-        n_lines = int(counts[ts.LINES])
-        bullet_ratio = _ratio(int(counts[ts.BULLET_LINES]), n_lines)
+        n_lines = counts[ts.LINES]
+        bullet_ratio = _ratio(counts[ts.BULLET_LINES], n_lines)
         scores["gopher_bullet_lines_ratio"] = bullet_ratio
         if self.max_bullet_lines_ratio is not None and bullet_ratio > self.max_bullet_lines_ratio:
             return Decision.reject("bullet_lines", bullet_ratio, scores)
-        ellipsis_lines = _ratio(int(counts[ts.ELLIPSIS_LINES]), n_lines)
+        ellipsis_lines = _ratio(counts[ts.ELLIPSIS_LINES], n_lines)
         scores["gopher_ellipsis_lines_ratio"] = ellipsis_lines
         if self.max_ellipsis_lines_ratio is not None and ellipsis_lines > self.max_ellipsis_lines_ratio:
             return Decision.reject("ellipsis_lines", ellipsis_lines, scores)
 
-        alpha_ratio = int(counts[ts.ALPHA_TOKENS]) / n_words
+        alpha_ratio = counts[ts.ALPHA_TOKENS] / n_words
         scores["gopher_alpha_words_ratio"] = alpha_ratio
         if self.min_alpha_words_ratio is not None and alpha_ratio < self.min_alpha_words_ratio:
             return Decision.reject("alpha_words", alpha_ratio, scores)
@@ -195,50 +194,49 @@ class GopherRepetition(DocumentStage):
     def check_ngram_thresholds(cls, value: dict[int, float]) -> dict[int, float]:
         return _ngram_thresholds(value)
 
-    def _part_rules(self, hashes: np.ndarray, lengths: np.ndarray, n_chars: int, kind: str,
-                    max_frac: float | None, max_char_frac: float | None,
-                    scores: dict[str, float]) -> Decision | None:
-        dup_parts, dup_chars = ts.duplicates(hashes, lengths)
-        frac, char_frac = _ratio(dup_parts, hashes.size), _ratio(dup_chars, n_chars)
-        scores[f"gopher_dup_{kind}_frac"] = frac
-        scores[f"gopher_dup_{kind}_char_frac"] = char_frac
-        if max_frac is not None and frac > max_frac:
-            return Decision.reject(f"dup_{kind}_frac", frac, scores)
-        if max_char_frac is not None and char_frac > max_char_frac:
-            return Decision.reject(f"dup_{kind}_char_frac", char_frac, scores)
-        return None
-
     def setup(self) -> None:
+        top, dup = self.max_top_ngram_char_frac, self.max_dup_ngram_char_frac
+        size = max([*top, *dup, 1]) + 1
+        self._want_top = np.zeros(size, dtype=np.bool_)
+        self._want_dup = np.zeros(size, dtype=np.bool_)
+        self._want_top[list(top)] = True
+        self._want_dup[list(dup)] = True
+        # (array, n, score name, reason, threshold) in rule order, so process() formats nothing
+        self._ngram_rules = []
+        for n in sorted(set(top) | set(dup)):
+            if n in top:
+                self._ngram_rules.append((0, n, f"gopher_top_{n}gram_char_frac", f"top_{n}gram_char_frac", top[n]))
+            if n in dup:
+                self._ngram_rules.append((1, n, f"gopher_dup_{n}gram_char_frac", f"dup_{n}gram_char_frac", dup[n]))
+        self._part_rules = [
+            (ts.N_PARAGRAPHS, ts.DUP_PARAGRAPHS, ts.DUP_PARAGRAPH_CHARS, "dup_para_frac", "dup_para_char_frac",
+             self.max_dup_para_frac, self.max_dup_para_char_frac),
+            (ts.N_LINES, ts.DUP_LINES, ts.DUP_LINE_CHARS, "dup_line_frac", "dup_line_char_frac",
+             self.max_dup_line_frac, self.max_dup_line_char_frac),
+        ]
         ts.warm_up()
 
     def process(self, doc: Document) -> Decision:
         text = doc["text"]
-        line_hash, line_len, para_hash, para_len = ts.line_hashes(text)
-        if not line_hash.size:
+        parts, top_chars, dup_chars, word_chars = ts.repetition_counts(text, self._want_top, self._want_dup)
+        parts = parts.tolist()
+        if not parts[ts.N_LINES]:
             return Decision.reject("empty", 0.0)
+        n_chars = len(text)
         scores: dict[str, float] = {}
-        rejected = (self._part_rules(para_hash, para_len, len(text), "para", self.max_dup_para_frac,
-                                     self.max_dup_para_char_frac, scores)
-                    or self._part_rules(line_hash, line_len, len(text), "line", self.max_dup_line_frac,
-                                        self.max_dup_line_char_frac, scores))
-        if rejected:
-            return rejected
-        return self._ngram_rules(text, scores) or Decision.accept(scores)
-
-    def _ngram_rules(self, text: str, scores: dict[str, float]) -> Decision | None:
-        top, dup = self.max_top_ngram_char_frac, self.max_dup_ngram_char_frac
-        if not top and not dup:
-            return None
-        top_chars, dup_chars, total_chars = ts.ngram_char_counts(text, top, dup)
-        for n in sorted(set(top) | set(dup)):
-            if n in top:
-                frac = _ratio(int(top_chars[n]), total_chars)
-                scores[f"gopher_top_{n}gram_char_frac"] = frac
-                if frac > top[n]:
-                    return Decision.reject(f"top_{n}gram_char_frac", frac, scores)
-            if n in dup:
-                frac = _ratio(int(dup_chars[n]), total_chars)
-                scores[f"gopher_dup_{n}gram_char_frac"] = frac
-                if frac > dup[n]:
-                    return Decision.reject(f"dup_{n}gram_char_frac", frac, scores)
-        return None
+        for count, dups, chars, frac_rule, char_rule, max_frac, max_char_frac in self._part_rules:
+            frac, char_frac = parts[dups] / parts[count], parts[chars] / n_chars
+            scores["gopher_" + frac_rule] = frac
+            scores["gopher_" + char_rule] = char_frac
+            if max_frac is not None and frac > max_frac:
+                return Decision.reject(frac_rule, frac, scores)
+            if max_char_frac is not None and char_frac > max_char_frac:
+                return Decision.reject(char_rule, char_frac, scores)
+        chars_by_kind = (top_chars.tolist(), dup_chars.tolist())
+        word_chars = int(word_chars)
+        for kind, n, score, reason, threshold in self._ngram_rules:
+            frac = chars_by_kind[kind][n] / word_chars if word_chars else 0.0
+            scores[score] = frac
+            if frac > threshold:
+                return Decision.reject(reason, frac, scores)
+        return Decision.accept(scores)

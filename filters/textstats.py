@@ -143,11 +143,6 @@ def _token_hashes(cps, table):
     return hashes[:count], lengths[:count]
 
 
-def token_hashes(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes and lengths (in characters) of the ``str.split()`` tokens of ``text``."""
-    return _token_hashes(codepoints(text), char_table())
-
-
 @njit(cache=True, nogil=True)
 def _line_hashes(cps, table):
     n = cps.shape[0]
@@ -204,21 +199,6 @@ def _line_hashes(cps, table):
         para_len[n_paras] = plen
         n_paras += 1
     return line_hash[:n_lines], line_len[:n_lines], para_hash[:n_paras], para_len[:n_paras]
-
-
-def line_hashes(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Hashes and lengths of the non-blank lines of ``text`` (stripped of surrounding whitespace)
-    and of its paragraphs (runs of non-blank lines separated by blank or whitespace-only lines;
-    a paragraph's length counts its stripped lines plus the newlines between them)."""
-    return _line_hashes(codepoints(text), char_table())
-
-
-def duplicates(hashes: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
-    """(number of items equal to an earlier item, their total length)."""
-    if hashes.size < 2:
-        return 0, 0
-    _, first = np.unique(hashes, return_index=True)
-    return int(hashes.size - first.size), int(lengths.sum() - lengths[first].sum())
 
 
 _NGRAM_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
@@ -285,19 +265,69 @@ def _ngram_char_counts(word_hash, lengths, want_top, want_dup):
     return top_chars, dup_chars, offsets[n_words]
 
 
-def ngram_char_counts(text: str, top_sizes, dup_sizes) -> tuple[np.ndarray, np.ndarray, int]:
-    """For the ``str.split()`` words of ``text``: per n in ``top_sizes``, occurrences of the most
-    frequent n-gram times its characters (ties: the longest; 0 when no n-gram repeats); per n in ``dup_sizes``, the
-    characters of the words covered by any occurrence of an n-gram that occurs more than once
-    (each word counted once); and the characters of all words. Arrays are indexed by n."""
-    max_n = max([*top_sizes, *dup_sizes, 1])
-    want_top = np.zeros(max_n + 1, dtype=np.bool_)
-    want_dup = np.zeros(max_n + 1, dtype=np.bool_)
-    want_top[list(top_sizes)] = True
-    want_dup[list(dup_sizes)] = True
-    word_hash, lengths = token_hashes(text)
-    top, dup, total = _ngram_char_counts(word_hash, lengths, want_top, want_dup)
-    return top, dup, int(total)
+@njit(cache=True, nogil=True)
+def _duplicate_count(hashes, lengths):
+    m = hashes.shape[0]
+    dups = 0
+    chars = 0
+    if m < 2:
+        return dups, chars
+    bits = 4
+    while (1 << bits) < 2 * m:
+        bits += 1
+    mask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)
+    keys = np.zeros(1 << bits, dtype=np.uint64)
+    used = np.zeros(1 << bits, dtype=np.bool_)
+    for i in range(m):
+        h = hashes[i]
+        j = np.int64((h * _NGRAM_MULTIPLIER) >> shift)
+        while used[j] and keys[j] != h:
+            j = (j + 1) & mask
+        if used[j]:
+            dups += 1
+            chars += lengths[i]
+        else:
+            used[j] = True
+            keys[j] = h
+    return dups, chars
+
+
+# Indices into the first array returned by repetition_counts.
+N_PARAGRAPHS, DUP_PARAGRAPHS, DUP_PARAGRAPH_CHARS, N_LINES, DUP_LINES, DUP_LINE_CHARS = range(6)
+
+
+@njit(cache=True, nogil=True)
+def _repetition_counts(cps, table, want_top, want_dup):
+    line_hash, line_len, para_hash, para_len = _line_hashes(cps, table)
+    parts = np.zeros(6, dtype=np.int64)
+    parts[N_PARAGRAPHS] = para_hash.shape[0]
+    parts[DUP_PARAGRAPHS], parts[DUP_PARAGRAPH_CHARS] = _duplicate_count(para_hash, para_len)
+    parts[N_LINES] = line_hash.shape[0]
+    parts[DUP_LINES], parts[DUP_LINE_CHARS] = _duplicate_count(line_hash, line_len)
+    word_hash, word_len = _token_hashes(cps, table)
+    top, dup, total = _ngram_char_counts(word_hash, word_len, want_top, want_dup)
+    return parts, top, dup, total
+
+
+def repetition_counts(text: str, want_top: np.ndarray, want_dup: np.ndarray):
+    """Everything the Gopher repetition rules need, in one pass: (parts, top, dup, word_chars).
+
+    ``parts``, indexed by the module constants: paragraphs, duplicate paragraphs and their
+    characters, lines, duplicate lines and their characters. Lines are the non-blank lines,
+    stripped of surrounding whitespace; paragraphs are runs of non-blank lines separated by blank
+    or whitespace-only lines, and a paragraph's length counts its stripped lines plus the
+    newlines between them; a duplicate equals an earlier line (paragraph).
+
+    Over the ``str.split()`` words: ``top[n]`` (for n where ``want_top[n]``) is the occurrences
+    of the most frequent n-gram times its characters (ties: the longest; 0 when no n-gram
+    repeats); ``dup[n]`` (where ``want_dup[n]``) is the characters of the words covered by any
+    occurrence of an n-gram that occurs more than once, each word counted once; ``word_chars``
+    is the characters of all words. ``want_top`` and ``want_dup`` have the same length.
+
+    Everything is compared by 64-bit hashes (FNV-1a over code points with a splitmix64
+    finaliser; n-grams as a polynomial of word hashes)."""
+    return _repetition_counts(codepoints(text), char_table(), want_top, want_dup)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -368,6 +398,6 @@ def warm_up() -> None:
     ``setup()`` pays for it and its first batch does not (about 1 s from numba's cache)."""
     sample = "Warm up... the kernels.\n\n - twice\n - twice"
     quality_counts(sample, np.array([ord("-")], dtype=np.uint32))
-    line_hashes(sample)
-    ngram_char_counts(sample, (2,), (5,))
+    wanted = np.ones(6, dtype=np.bool_)
+    repetition_counts(sample, wanted, wanted)
     normalize_whitespace(sample, True, True, 1)
