@@ -153,7 +153,7 @@ def test_loss_falls_and_metrics_are_written(shards, tmp_path):
     cfg = parse_train_config(tiny_config(shards, out, steps=30, eval_every=10))
     result = train(cfg)
     rows = read_metrics(out)
-    assert list(rows[0]) == ["step", "loss", "lr", "tokens_per_s", "val_loss"]
+    assert list(rows[0]) == ["step", "loss", "lr", "tokens_per_s", "val_loss", "elapsed_s"]
     assert [int(r["step"]) for r in rows] == list(range(1, 31))
     losses = [float(r["loss"]) for r in rows]
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses

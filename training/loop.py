@@ -5,7 +5,7 @@ each document's mean token loss under a trained model (the reference loss curric
 Per step: the sampler picks documents, the packer fills ``batch_size / world / grad_accum`` rows per
 micro-batch, the loss (importance-weighted for the active sampler) is averaged over target tokens,
 gradients are accumulated, clipped, and AdamW steps under warmup + cosine. ``OUT/metrics.csv`` gets
-``step, loss, lr, tokens_per_s, val_loss`` (val_loss on evaluation steps only).
+``step, loss, lr, tokens_per_s, val_loss, elapsed_s`` (val_loss on evaluation steps only).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ from .samplers import (
 
 #: bf16 dense peak FLOP/s by device-name fragment, for the MFU estimate.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12}
-METRIC_COLUMNS = ["step", "loss", "lr", "tokens_per_s", "val_loss"]
+#: elapsed_s: wall-clock seconds of training (all invocations of a resumed run), evaluation included
+METRIC_COLUMNS = ["step", "loss", "lr", "tokens_per_s", "val_loss", "elapsed_s"]
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -151,6 +152,7 @@ class MetricsLog:
         self.writer = csv.DictWriter(self.file, fieldnames=METRIC_COLUMNS)
         self.writer.writeheader()
         self.writer.writerows(kept)
+        self.elapsed_before = float(kept[-1].get("elapsed_s") or 0) if kept else 0.0
         self.tb = None
         if tensorboard:
             try:
@@ -290,6 +292,7 @@ def _train(cfg: TrainConfig, device: torch.device, world: Distributed) -> dict[s
     last: dict[str, Any] = {}
     end = cfg.steps if cfg.stop_after is None else min(cfg.steps, step + cfg.stop_after)
     compiled.train()
+    started = time.perf_counter()
     try:
         while step < end:
             t0 = time.perf_counter()
@@ -327,6 +330,7 @@ def _train(cfg: TrainConfig, device: torch.device, world: Distributed) -> dict[s
                 row["val_loss"] = f"{val_loss:.6f}"
                 last["val_loss"] = val_loss
             if log:
+                row["elapsed_s"] = f"{log.elapsed_before + time.perf_counter() - started:.3f}"
                 log.write(row)
             mfu = flops_per_token * tokens_per_s / (peak * world.world) if peak else None
             info = f"loss {train_loss:.3f}  {tokens_per_s:,.0f} tok/s" + (f"  MFU {mfu:.1%}" if mfu else "")
