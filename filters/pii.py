@@ -104,9 +104,8 @@ class EmailDetector:
 
 class IpDetector:
     entity = IP
-    _v4 = re.compile(r"(?<![\w.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?!\w|\.\d)")
-    # Hex groups and colons (and a dotted IPv4 tail); ipaddress decides what is valid.
-    _v6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?:\d{1,3}(?:\.\d{1,3}){3})?(?![\w:]|\.\d)")
+    _v4 = re.compile(r"(\d(?<![\w.]\d)\d{0,2})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?!\w|\.\d)")
+    _v6_chars = frozenset("0123456789abcdefABCDEF:.")
 
     def find(self, text: str) -> Iterable[Span]:
         if "." in text:
@@ -114,20 +113,42 @@ class IpDetector:
                 if all(int(g) <= 255 for g in m.groups()):
                     yield Span(m.start(), m.end(), IP)
         if ":" in text:
-            for m in self._v6.finditer(text):
-                candidate = m.group(0)
-                # A clock time (12:30:00) or a ratio is a valid compressed IPv6 only with "::";
-                # require either all 8 groups or "::" with at least two groups around it.
-                groups = [g for g in re.split(r":+", candidate) if g]
-                if "::" not in candidate and len(candidate.split(":")) < 8 and "." not in candidate:
-                    continue
-                if "::" in candidate and len(groups) < 2:
-                    continue
-                try:
-                    ipaddress.IPv6Address(candidate)
-                except ValueError:
-                    continue
-                yield Span(m.start(), m.end(), IP)
+            yield from self._find_v6(text)
+
+    def _find_v6(self, text: str) -> Iterable[Span]:
+        # Grow a run of hex digits, colons and dots around each colon: far faster than a regex
+        # that would try every hex letter of ordinary words as the start of an address.
+        chars, n = self._v6_chars, len(text)
+        i = text.find(":")
+        while i != -1:
+            start, end = i, i
+            while start > 0 and text[start - 1] in chars:
+                start -= 1
+            while end < n and text[end] in chars:
+                end += 1
+            i = text.find(":", end)
+            while end > start and text[end - 1] in ".:" and not text[start:end].endswith("::"):
+                end -= 1  # sentence punctuation after the address
+            while start < end and text[start] == "." :
+                start += 1
+            if (start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_")) or \
+                    (end < n and (text[end].isalnum() or text[end] == "_")):
+                continue
+            candidate = text[start:end]
+            if candidate.count(":") < 2:
+                continue
+            # A clock time (12:30:00) is a valid compressed IPv6 only with "::"; require either all
+            # 8 groups, an IPv4 tail, or "::" with at least two groups around it.
+            groups = [g for g in re.split(r":+", candidate) if g]
+            if "::" not in candidate and len(candidate.split(":")) < 8 and "." not in candidate:
+                continue
+            if "::" in candidate and len(groups) < 2:
+                continue
+            try:
+                ipaddress.IPv6Address(candidate)
+            except ValueError:
+                continue
+            yield Span(start, end, IP)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,7 +197,7 @@ _CARD_CONTEXT = re.compile(
 class CreditCardDetector:
     entity = CARD
     # 12-19 digits, optionally grouped by single spaces or dashes (one separator style).
-    _pattern = re.compile(r"(?<![\w\-.])\d(?:[ \-]?\d){11,18}(?![\w]|[\-.]\d)")
+    _pattern = re.compile(r"\d(?<![\w\-.]\d)(?:[ \-]?\d){11,18}(?![\w]|[\-.]\d)")
 
     def __init__(self, use_context: bool = True) -> None:
         self.use_context = use_context
@@ -225,20 +246,23 @@ class IbanDetector:
     entity = IBAN
     # Country code, check digits, then the BBAN either compact or in groups of four.
     _pattern = re.compile(
-        r"(?<![\w])[A-Za-z]{2}\d{2}(?:[A-Za-z0-9]{11,30}|(?: [A-Za-z0-9]{4}){2,7}(?: [A-Za-z0-9]{1,4})?)(?!\w)"
+        # Matching starts at the check digits (digits are rarer than letters); the two letters
+        # before them are checked by lookbehind and added back in find().
+        r"\d(?<=[A-Za-z]{2}\d)(?<!\w[A-Za-z]{2}\d)\d(?:[A-Za-z0-9]{11,30}|(?: [A-Za-z0-9]{4}){2,7}(?: [A-Za-z0-9]{1,4})?)(?!\w)"
     )
 
     def find(self, text: str) -> Iterable[Span]:
         for m in self._pattern.finditer(text):
-            candidate = m.group(0)
+            start = m.start() - 2
+            candidate = text[start:m.end()]
             compact = candidate.replace(" ", "")
             if iban_valid(compact):
-                yield Span(m.start(), m.end(), IBAN)
+                yield Span(start, m.end(), IBAN)
             elif " " in candidate:
                 # A grouped IBAN followed by an unrelated short word: retry without the last group.
                 shorter = candidate.rsplit(" ", 1)[0]
                 if iban_valid(shorter.replace(" ", "")):
-                    yield Span(m.start(), m.start() + len(shorter), IBAN)
+                    yield Span(start, start + len(shorter), IBAN)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +278,7 @@ class UsSsnDetector:
     entity = SSN
     # AAA-GG-SSSS or AAA GG SSSS with the same separator twice; bare 9-digit runs are too
     # ambiguous (order numbers, phone numbers) to call an SSN without context.
-    _pattern = re.compile(r"(?<![\w\-.])(\d{3})([\- ])(\d{2})\2(\d{4})(?![\w]|[\-.]\d)")
+    _pattern = re.compile(r"(\d(?<![\w\-.]\d)\d{2})([\- ])(\d{2})\2(\d{4})(?![\w]|[\-.]\d)")
 
     def find(self, text: str) -> Iterable[Span]:
         for m in self._pattern.finditer(text):
@@ -265,6 +289,7 @@ class UsSsnDetector:
 # --------------------------------------------------------------------------------------------
 # phone numbers
 
+_DIGIT = re.compile(r"\d")
 _PHONE_CONTEXT_BEFORE = re.compile(
     r"\b(?:phone|tel|telephone|mobile|mob|cell|cellphone|fax|call|ring|dial|text|sms|whats ?app|"
     r"messages?|contact|reach|hotline|helpline|office|desk|answering)"
@@ -279,8 +304,14 @@ _NOT_PHONE_AFTER = re.compile(r"^\s*(?:€|eur|usd|gbp|dollars?|euros?|%)", re.I
 
 # Spans that are never (part of) a phone number: calendar dates, clock times, year ranges.
 _DATE_TIME = re.compile(
-    r"(?<!\d)(?:\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}|\d{1,2}[\-/.]\d{1,2}[\-/.]\d{4}|\d{1,2}:\d{2}(?::\d{2})?"
-    r"|(?:1[5-9]|20)\d\d ?[\-–] ?(?:1[5-9]|20)\d\d)(?!\d)"
+    # "\d(?<!\d\d)" is "a digit not preceded by a digit", written so the pattern starts with \d and
+    # the regex engine can skip to digits instead of trying every position.
+    r"\d(?<!\d\d)(?:"
+    r"\d{3}[\-/.]\d{1,2}[\-/.]\d{1,2}"                                   # 2021-03-04
+    r"|\d?[\-/.]\d{1,2}[\-/.]\d{4}"                                      # 04/03/2021
+    r"|\d?:\d{2}(?::\d{2})?"                                              # 12:30:45
+    r"|(?:(?<=1)[5-9]|(?<=2)0)\d\d ?[\-–] ?(?:1[5-9]|20)\d\d"              # 2015-2018
+    r")(?!\d)"
 )
 
 
@@ -299,8 +330,11 @@ class PhoneDetector:
 
     entity = PHONE
     _candidate = re.compile(
-        r"(?<![\w+\-.@/])"
-        r"(?:\+|\b00)?\(?\d[\d()]*(?:[ .\-]{1,2}\(?\d[\d()]*|\(0\)\d*)*"
+        # Each branch starts with its literal first character and then looks back past it (the
+        # same "not preceded by" test as a leading lookbehind), so the engine can skip ahead to
+        # candidate characters instead of trying every position. Likewise in the patterns below.
+        r"(?:\+(?<![\w+\-.@/]\+)\(?\d|\((?<![\w+\-.@/]\()\d|\d(?<![\w+\-.@/]\d))"
+        r"[\d()]*(?:[ .\-]{1,2}\(?\d[\d()]*|\(0\)\d*)*"
         r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?"
         r"(?![\w@]|[\-.]\d)",
         re.IGNORECASE,
@@ -312,9 +346,10 @@ class PhoneDetector:
         self.use_context = use_context
 
     def find(self, text: str) -> Iterable[Span]:
-        if not any(ch.isdigit() for ch in text):
+        if not _DIGIT.search(text):
             return
-        masked = mask(text, [m.span() for m in _DATE_TIME.finditer(text)])
+        blocked = [m.span() for m in _DATE_TIME.finditer(text)]
+        masked = mask(text, blocked) if blocked else text
         for m in self._candidate.finditer(masked):
             span = self._validate(text, masked, m.start(), m.end())
             if span is not None:
