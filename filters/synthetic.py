@@ -726,7 +726,9 @@ class LocalLMGenerator:
         new: list[list[int]] = [[] for _ in range(n)]
         for _ in range(self.max_tokens):
             logits, _ = self.model(ids[:, -self.context:])
-            step = sample_next(logits[:, -1, :].cpu(), self.temperature, self.top_p, generator).to(self.device)
+            last = logits[:, -1, :].float().cpu()
+            last[:, self.sp.get_piece_size():] = float("-inf")  # a vocabulary padded past the tokenizer's
+            step = sample_next(last, self.temperature, self.top_p, generator).to(self.device)
             for row in range(n):
                 if not done[row]:
                     if int(step[row]) == eos:
