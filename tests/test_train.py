@@ -163,7 +163,8 @@ def test_loss_falls_and_metrics_are_written(shards, tmp_path):
     assert (out / "checkpoints" / "step-000030" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("sampler", [{"name": "uniform"}, {"name": "active", "epsilon": 0.3}])
+@pytest.mark.parametrize("sampler", [{"name": "uniform"}, {"name": "active", "epsilon": 0.3},
+                                     {"name": "uniform", "stream": True, "shuffle_buffer": 64}])
 def test_resume_reproduces_the_uninterrupted_loss_curve(shards, tmp_path, sampler):
     whole = tmp_path / "whole"
     train(parse_train_config(tiny_config(shards, whole, sampler=sampler, grad_accum=2)))
@@ -175,6 +176,20 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(shards, tmp_path, sample
     a, b = read_metrics(whole), read_metrics(parts)
     assert [r["step"] for r in a] == [r["step"] for r in b]
     assert [(r["loss"], r["lr"], r["val_loss"]) for r in a] == [(r["loss"], r["lr"], r["val_loss"]) for r in b]
+
+
+def test_streaming_uniform_sampler_trains_from_the_shard_stream(shards, tmp_path):
+    out = tmp_path / "stream"
+    train(parse_train_config(tiny_config(shards, out, steps=20, eval_every=10,
+                                         sampler={"name": "uniform", "stream": True, "num_workers": 1})))
+    rows = read_metrics(out)
+    assert len(rows) == 20 and float(rows[-1]["val_loss"]) < float(rows[9]["val_loss"]) + 0.5
+    assert np.mean([float(r["loss"]) for r in rows[-3:]]) < float(rows[0]["loss"])
+
+
+def test_example_config_validates():
+    cfg = load_train_config(REPO / "configs" / "train-tiny.yaml")
+    assert cfg.sampler.name == "curriculum" and cfg.model.layers == 2
 
 
 def test_train_command_and_bad_input(shards, tmp_path, capsys):

@@ -41,6 +41,11 @@ class AttentionConfig(BaseModel):
 
 class UniformSamplerConfig(_Strict):
     name: Literal["uniform"] = "uniform"
+    #: read documents from the shards as needed (training/data.py ShardDataset, with DataLoader
+    #: workers) instead of loading them all into memory; for large shard sets and GPU runs
+    stream: bool = False
+    num_workers: int = Field(0, ge=0)
+    shuffle_buffer: int = Field(8192, ge=1)
 
 
 class CurriculumSamplerConfig(_Strict):

@@ -37,7 +37,7 @@ from .checkpoint import (
     saved_config,
     set_rng_state,
 )
-from .config import TrainConfig, TrainConfigError, load_train_config, parse_train_config
+from .config import TrainConfig, TrainConfigError, UniformSamplerConfig, load_train_config, parse_train_config
 from .model import GPT
 from .samplers import (
     Batch,
@@ -226,6 +226,52 @@ def per_document_losses(doc_index: torch.Tensor, targets: torch.Tensor, per_pos:
     return uniq, sums / counts
 
 
+class StreamFeed:
+    """Uniform batches from ``ShardDataset`` (training/data.py): documents stream from the shards (no
+    in-memory pool), shuffled through a buffer, optionally built in DataLoader workers; its position
+    is checkpointed like the packer's."""
+
+    def __init__(self, paths: list[Path], rows: int, seq_len: int, seed: int, rank: int, world: int,
+                 num_workers: int, shuffle_buffer: int):
+        from .data import ShardDataset, ShardLoader
+
+        self.dataset = ShardDataset([str(p) for p in paths], seq_len, batch_size=rows, seed=seed, rank=rank,
+                                    world_size=world, shuffle_buffer=shuffle_buffer, drop_last=True)
+        self.loader = ShardLoader(self.dataset, num_workers=num_workers)
+        self.rows, self.seq_len = rows, seq_len
+        self._items = None
+
+    def next_batch(self, rows: int, seq_len: int) -> Batch:
+        if (rows, seq_len) != (self.rows, self.seq_len):
+            raise ValueError("stream: batch shape cannot change during training (no sequence-length warmup)")
+        for _ in range(2):  # at most one epoch boundary
+            if self._items is None:
+                self._items = iter(self.loader)
+            item = next(self._items, None)
+            if item is not None:
+                segs = item["segment_ids"]
+                return Batch(item["input_ids"], item["targets"], segs, torch.full_like(segs, -1))
+            self._items = None
+        raise ValueError(f"stream: the training shards hold fewer than {rows} sequences of {seq_len} tokens")
+
+    def state_dict(self) -> dict:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loader.load_state_dict(state)
+        self._items = None
+
+
+def stream_split(paths: list[Path], val_location: str | None) -> tuple[list[Path], DocumentPool]:
+    """Training shard paths and the in-memory validation pool for streaming: ``val_shards`` when given,
+    else the last shard."""
+    if val_location:
+        return paths, DocumentPool.from_shards(shard_paths(val_location))
+    if len(paths) < 2:
+        raise ValueError("sampler.stream needs val_shards or at least 2 shards (the last is held out)")
+    return paths[:-1], DocumentPool.from_shards(paths[-1:])
+
+
 def peak_flops(cfg: TrainConfig, device: torch.device) -> float | None:
     if cfg.peak_tflops:
         return cfg.peak_tflops * 1e12
@@ -255,10 +301,15 @@ def _train(cfg: TrainConfig, device: torch.device, world: Distributed) -> dict[s
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast_dtype = torch.bfloat16 if use_bf16 else None
 
-    train_pool, val_pool = split_validation(shard_paths(cfg.shards), cfg.val_shards)
-    for score_file in sorted(Path(cfg.shards).glob("scores-*.arrow")) if Path(cfg.shards).is_dir() else []:
-        train_pool.add_scores(score_file)
-    top_token = int(max(train_pool.tokens.max(), val_pool.tokens.max()))
+    streaming = isinstance(cfg.sampler, UniformSamplerConfig) and cfg.sampler.stream
+    if streaming:
+        train_paths, val_pool = stream_split(shard_paths(cfg.shards), cfg.val_shards)
+        top_token = int(val_pool.tokens.max())
+    else:
+        train_pool, val_pool = split_validation(shard_paths(cfg.shards), cfg.val_shards)
+        for score_file in sorted(Path(cfg.shards).glob("scores-*.arrow")) if Path(cfg.shards).is_dir() else []:
+            train_pool.add_scores(score_file)
+        top_token = int(max(train_pool.tokens.max(), val_pool.tokens.max()))
     if top_token >= cfg.model.vocab_size:
         raise ValueError(f"model.vocab_size {cfg.model.vocab_size} is too small: the shards hold token id {top_token}")
 
@@ -270,8 +321,13 @@ def _train(cfg: TrainConfig, device: torch.device, world: Distributed) -> dict[s
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, cfg.steps, cfg.optim.min_lr_ratio)
     )
-    sampler: Sampler = build_sampler(cfg.sampler, train_pool, cfg.steps, cfg.seed, world.rank, world.world)
-    packer = Packer(train_pool, sampler)
+    if streaming:
+        sampler = Sampler(0, cfg.seed, world.rank, world.world)  # draws nothing: the stream picks documents
+        packer = StreamFeed(train_paths, rows_per_micro, cfg.seq_len, cfg.seed, world.rank, world.world,
+                            cfg.sampler.num_workers, cfg.sampler.shuffle_buffer)
+    else:
+        sampler = build_sampler(cfg.sampler, train_pool, cfg.steps, cfg.seed, world.rank, world.world)
+        packer = Packer(train_pool, sampler)
 
     step = 0
     ckpt = latest_checkpoint(out) if cfg.resume else None
