@@ -141,19 +141,38 @@ def main() -> None:
     docs = "one document per row" if args.no_docs else f"packed documents, mean length {args.mean_doc}"
     print(f"\nAttention forward+backward, {device_name}; batch {args.batch}, heads {args.heads}, "
           f"head_dim {args.head_dim}, {docs}; ms / peak MB (min of {args.repeats})\n")
-    print("| variant | params | " + " | ".join(str(n) for n in lengths) + " | cheaper than sdpa from |")
-    print("| --- | --- | " + " | ".join("---" for _ in lengths) + " | --- |")
+    print("| variant | params | " + " | ".join(str(n) for n in lengths) + " | faster than sdpa from | "
+          "less memory than sdpa from |")
+    print("| --- | --- | " + " | ".join("---" for _ in lengths) + " | --- | --- |")
     for name in args.variants:
-        cells, crossing = [], "-"
+        cells = []
         for seq in lengths:
             r = results[name][seq]
             cells.append(f"{r[0] * 1e3:.1f} / {r[1]:.0f}" if isinstance(r, tuple) else str(r))
-            ref = results.get("sdpa", {}).get(seq)
-            if name != "sdpa" and crossing == "-" and isinstance(r, tuple):
-                if not isinstance(ref, tuple) or r[0] < ref[0]:
-                    crossing = f"{seq} (time)"
+        if name == "sdpa":
+            crossings = ["reference", "reference"]
+        else:
+            crossings = [crossing(results[name], results.get("sdpa", {}), lengths, i) for i in (0, 1)]
         params = ", ".join(f"{k}={v}" for k, v in VARIANTS[name].items()) or "-"
-        print(f"| {name} | {params} | " + " | ".join(cells) + f" | {crossing if name != 'sdpa' else 'reference'} |")
+        print(f"| {name} | {params} | " + " | ".join(cells) + f" | {crossings[0]} | {crossings[1]} |")
+
+
+def crossing(mine: dict, ref: dict, lengths: list[int], field: int) -> str:
+    """The shortest length from which this variant stays cheaper than SDPA at every longer length
+    (an SDPA failure, e.g. OOM, counts as SDPA losing); "-" if it never does."""
+    def cheaper(seq):
+        a, b = mine.get(seq), ref.get(seq)
+        if not isinstance(a, tuple):
+            return False
+        return not isinstance(b, tuple) or a[field] < b[field]
+
+    start = None
+    for seq in lengths:
+        if cheaper(seq):
+            start = seq if start is None else start
+        else:
+            start = None
+    return str(start) if start is not None else "-"
 
 
 if __name__ == "__main__":
