@@ -1,0 +1,139 @@
+"""End-to-end MinHash dedup at scale through the DirectRunner: wall time, throughput and peak memory.
+
+The corpus is generated (nothing here is real text except the vocabulary): documents of about
+``--doc-bytes`` bytes whose words are drawn from the WikiText-2 vocabulary with its own word
+frequencies; ``--dup-rate`` of them are near-duplicates of an earlier document (1-3% of words
+replaced, sometimes a boilerplate line added), so the expected number of removals is known. The
+corpus is written as JSON lines, then a Beam pipeline reads it, runs ``minhash_dedup`` (defaults:
+128 permutations, word 5-grams, threshold 0.8, signature verification, smallest-id policy) and writes
+kept and rejected records as JSON lines.
+
+    python -P bench/dedup_scale.py --docs 100000                 # what was run here
+    python -P bench/dedup_scale.py --docs 1000000 --doc-bytes 2000 --workers 2   # the issue's 1M / ~2 GB
+
+Peak memory: max RSS of this process and of the largest worker process (multi_processing mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def vocabulary() -> tuple[list[str], np.ndarray]:
+    words: Counter = Counter()
+    for name in ("wikitext-2-valid.txt", "wikitext-2-test.txt"):
+        path = DATA / "wiki" / name
+        if path.exists():
+            words.update(w for w in path.read_text(encoding="utf-8").split() if w.isalpha())
+    if not words:
+        raise SystemExit(f"no vocabulary: {DATA / 'wiki'} is missing")
+    vocab, counts = zip(*words.most_common())
+    p = np.asarray(counts, dtype=np.float64)
+    return list(vocab), p / p.sum()
+
+
+def generate(path: Path, n_docs: int, doc_bytes: int, dup_rate: float, seed: int) -> tuple[int, int]:
+    """Write the corpus; returns (bytes of text, planted near-duplicates)."""
+    vocab, p = vocabulary()
+    vocab_arr = np.asarray(vocab, dtype=object)
+    rng = np.random.default_rng(seed)
+    words_per_doc = max(20, doc_bytes // 6)
+    pool = rng.choice(len(vocab), size=4_000_000, p=p)  # word ids with WikiText frequencies
+    originals: list[np.ndarray] = []
+    total = planted = 0
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(n_docs):
+            if originals and rng.random() < dup_rate:
+                ids = originals[rng.integers(len(originals))].copy()
+                # 0.2-1% of words replaced: word-5-gram Jaccard >= ~0.9, clearly above 0.8
+                k = max(1, int(len(ids) * rng.uniform(0.002, 0.01)))
+                ids[rng.integers(0, len(ids), k)] = pool[rng.integers(0, len(pool), k)]
+                planted += 1
+            else:
+                start = rng.integers(0, len(pool) - words_per_doc)
+                ids = np.roll(pool[start:start + words_per_doc], rng.integers(words_per_doc))
+                rng.shuffle(ids)
+                if len(originals) < 20_000:
+                    originals.append(ids)
+                else:
+                    originals[rng.integers(len(originals))] = ids
+            text = " ".join(vocab_arr[ids])
+            total += len(text.encode("utf-8"))
+            out.write(json.dumps({"id": f"d{i:09d}", "text": text, "source": "generated", "meta": {}}) + "\n")
+    return total, planted
+
+
+def run(input_path: Path, out_dir: Path, workers: int, mode: str, max_rounds: int) -> float:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from thresher.pipeline.dedup import MinHashDedup
+    from thresher.pipeline.stage_api import StageContext
+
+    options = PipelineOptions(direct_num_workers=workers, direct_running_mode=mode)
+    ctx = StageContext(index=0, label="minhash_dedup", output_dir=str(out_dir), seed=0, config_hash="bench")
+    start = time.perf_counter()
+    with beam.Pipeline(options=options) as p:
+        docs = p | beam.io.ReadFromText(str(input_path)) | beam.Map(json.loads)
+        result = MinHashDedup(max_rounds=max_rounds).expand(docs, ctx)
+        _ = (result.kept | "KeptIds" >> beam.Map(lambda d: d["id"])
+             | "WriteKept" >> beam.io.WriteToText(str(out_dir / "kept"), num_shards=1))
+        _ = (result.rejected | "RejJson" >> beam.Map(lambda r: json.dumps({k: r[k] for k in ("id", "duplicate_of", "value")}))
+             | "WriteRejected" >> beam.io.WriteToText(str(out_dir / "rejected"), num_shards=1))
+        _ = (result.stats | "StatsJson" >> beam.Map(json.dumps)
+             | "WriteStats" >> beam.io.WriteToText(str(out_dir / "stats"), num_shards=1))
+    return time.perf_counter() - start
+
+
+def count_lines(prefix: Path) -> int:
+    return sum(sum(1 for _ in f.open()) for f in prefix.parent.glob(prefix.name + "*"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--doc-bytes", type=int, default=2000)
+    parser.add_argument("--dup-rate", type=float, default=0.1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--mode", choices=["multi_processing", "in_memory", "multi_threading"], default="multi_processing")
+    parser.add_argument("--workdir", default=None, help="where the corpus and outputs go (default: a temp dir)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-rounds", type=int, default=20, help="connected-components rounds unrolled")
+    args = parser.parse_args(argv)
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dedup_scale_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    corpus = workdir / "corpus.jsonl"
+    start = time.perf_counter()
+    text_bytes, planted = generate(corpus, args.docs, args.doc_bytes, args.dup_rate, args.seed)
+    gen_s = time.perf_counter() - start
+    out_dir = workdir / "out"
+    wall = run(corpus, out_dir, args.workers, args.mode, args.max_rounds)
+    removed = count_lines(out_dir / "rejected")
+    kept = count_lines(out_dir / "kept")
+    stats = json.loads((next(out_dir.glob("stats*"))).read_text().splitlines()[0])
+    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+    print(f"corpus: {args.docs:,} generated documents, {text_bytes / 1e6:.0f} MB of text, {planted:,} planted "
+          f"near-duplicates (generation {gen_s:.0f}s, not timed below); runner: DirectRunner {args.mode}, "
+          f"{args.workers} workers, {os.cpu_count()} CPUs\n")
+    print("| docs | MB text | planted near-dups | removed | kept | clusters | wall s | MB/s | docs/s | peak RSS main MB | peak RSS worker MB |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {args.docs:,} | {text_bytes / 1e6:.0f} | {planted:,} | {removed:,} | {kept:,} | {stats['clusters']:,} | "
+          f"{wall:.0f} | {text_bytes / 1e6 / wall:.2f} | {args.docs / wall:,.0f} | {self_rss:,.0f} | {child_rss:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
