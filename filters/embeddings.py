@@ -115,9 +115,11 @@ def iter_texts(paths: Iterable[str | Path], text_field: str = "text") -> Iterato
 
 
 def train_skipgram(texts: Iterable[str], dim: int = 100, epoch: int = 5, min_count: int = 5,
-                   window: int = 5, threads: int = 1, seed: int = 0):
+                   window: int = 5, threads: int = 1, bucket: int = 200_000):
     """A fastText skip-gram model over the lower-cased words of ``texts``. ``threads=1`` makes
-    training deterministic (fastText's Hogwild updates are not, with more threads)."""
+    training deterministic (fastText seeds each thread's generator with its thread id; its Hogwild
+    updates are order-dependent with more threads). ``bucket`` sub-word hash rows: fastText's
+    default 2,000,000 costs 800 MB at dim 100; 200,000 is plenty for synonym tables."""
     import fasttext
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,7 +134,7 @@ def train_skipgram(texts: Iterable[str], dim: int = 100, epoch: int = 5, min_cou
         if lines == 0:
             raise ValueError("no words to train embeddings on")
         return fasttext.train_unsupervised(str(corpus), model="skipgram", dim=dim, epoch=epoch,
-                                           minCount=min_count, ws=window, thread=threads, seed=seed,
+                                           minCount=min_count, ws=window, thread=threads, bucket=bucket,
                                            verbose=0)
 
 
@@ -197,7 +199,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--min-count", type=int, default=5)
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="more than 1 is faster but not deterministic")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bucket", type=int, default=200_000, help="sub-word hash buckets (memory: bucket x dim x 4 bytes)")
     parser.add_argument("--max-words", type=int, default=20000, help="build synonyms for this many most frequent words")
     parser.add_argument("--neighbours", type=int, default=5)
     parser.add_argument("--min-similarity", type=float, default=0.6)
@@ -209,7 +211,7 @@ def main(argv: list[str]) -> int:
     try:
         model = train_skipgram(iter_texts(args.inputs, args.text_field), dim=args.dim, epoch=args.epoch,
                                min_count=args.min_count, window=args.window, threads=args.threads,
-                               seed=args.seed)
+                               bucket=args.bucket)
     except ValueError as exc:
         print(f"thresher train-embeddings: {exc}", file=sys.stderr)
         return 1
