@@ -98,10 +98,12 @@ def test_sliding_window_flex_path_matches_mask_path_forward():
     # FlexAttention runs forward-only on CPU in torch 2.13; on CUDA it is the default path.
     pytest.importorskip("torch.nn.attention.flex_attention")
     q, k, v = qkv(2)
-    with torch.no_grad():
-        flex = build_attention("sliding_window", D, window=6, global_tokens=2, use_flex=True)(q, k, v, DOCS)
-        mask = build_attention("sliding_window", D, window=6, global_tokens=2, use_flex=False)(q, k, v, DOCS)
-    torch.testing.assert_close(flex, mask, atol=1e-5, rtol=1e-5)
+    flex_attn = build_attention("sliding_window", D, window=6, global_tokens=2, use_flex=True)
+    mask_attn = build_attention("sliding_window", D, window=6, global_tokens=2, use_flex=False)
+    # A second layout right after the first: the cached block mask must not be reused for it.
+    for docs in (DOCS, torch.tensor([[0] * 40 + [1] * 24, [3] * 10 + [4] * 54])):
+        with torch.no_grad():
+            torch.testing.assert_close(flex_attn(q, k, v, docs), mask_attn(q, k, v, docs), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 16, 64, 100])

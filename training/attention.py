@@ -32,6 +32,7 @@ are contiguous runs of equal ``doc_ids``.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Callable
 
 import torch
@@ -119,9 +120,28 @@ class SDPAAttention(AttentionVariant):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+# Every layer of one forward pass sees the same doc_ids tensor: build its block mask once. The entry
+# holds a weak reference, so a new batch (even at a reused address) never gets a stale mask.
+_BLOCK_MASKS: dict[tuple, tuple[weakref.ref, object]] = {}
+
+
 def _flex_document_attention(q, k, v, doc_ids, window, global_tokens):
     batch, _, seq, _ = q.shape
-    docs = doc_ids if doc_ids is not None else torch.zeros(batch, seq, dtype=torch.long, device=q.device)
+    key = (window, global_tokens, batch, seq, q.device)
+    cached = _BLOCK_MASKS.get(key)
+    if doc_ids is not None and cached is not None and cached[0]() is doc_ids:
+        block_mask = cached[1]
+    else:
+        block_mask = _document_block_mask(doc_ids, batch, seq, q.device, window, global_tokens)
+        if doc_ids is not None:
+            _BLOCK_MASKS.clear()
+            _BLOCK_MASKS[key] = (weakref.ref(doc_ids), block_mask)
+    fn = _compiled_flex() if q.device.type == "cuda" else flex_attention
+    return fn(q, k, v, block_mask=block_mask)
+
+
+def _document_block_mask(doc_ids, batch, seq, device, window, global_tokens):
+    docs = doc_ids if doc_ids is not None else torch.zeros(batch, seq, dtype=torch.long, device=device)
     pos = positions_in_document(docs)
 
     def mask_mod(b, h, qi, ki):
@@ -133,9 +153,8 @@ def _flex_document_attention(q, k, v, doc_ids, window, global_tokens):
             allowed = allowed & local
         return allowed
 
-    block_mask = create_block_mask(mask_mod, batch, None, seq, seq, device=q.device)
-    fn = _compiled_flex() if q.device.type == "cuda" else flex_attention
-    return fn(q, k, v, block_mask=block_mask)
+    # Compiled on CUDA so the mask is built block by block, never as a (seq x seq) tensor.
+    return create_block_mask(mask_mod, batch, None, seq, seq, device=device, _compile=device.type == "cuda")
 
 
 class SlidingWindowAttention(AttentionVariant):
@@ -192,8 +211,11 @@ class PerformerAttention(AttentionVariant):
         return torch.exp(proj - sq - shift.detach()) / math.sqrt(self.features)
 
     def forward(self, q, k, v, doc_ids=None):
-        in_dtype = q.dtype
-        q, k, v = q.float(), k.float(), v.float()
+        # exp() random features and long prefix sums need fp32: bf16 autocast is switched off here.
+        with torch.autocast(q.device.type, enabled=False):
+            return self._forward(q.float(), k.float(), v.float(), doc_ids).to(q.dtype)
+
+    def _forward(self, q, k, v, doc_ids):
         qf, kf = self.feature_map(q, True), self.feature_map(k, False)
         batch, heads, seq, dim = v.shape
         docs = doc_ids if doc_ids is not None else torch.zeros(batch, seq, dtype=torch.long, device=q.device)
@@ -227,7 +249,7 @@ class PerformerAttention(AttentionVariant):
             state_kv = state_kv * keep + kc_last.transpose(-1, -2) @ vc
             state_k = state_k * keep[..., 0] + kc_last.sum(-2)
             prev_last_doc = last_doc
-        return torch.cat(outputs, dim=2).to(in_dtype)
+        return torch.cat(outputs, dim=2)
 
 
 def _chunk_summary_mask(docs: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
