@@ -98,6 +98,14 @@ class FastTextClassifierStage(DocumentStage):
     _model: Any = PrivateAttr(default=None)
     _positive: str = PrivateAttr(default="")
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A loaded fastText model cannot be pickled; a copy sent to another worker reloads it.
+        state = super().__getstate__()
+        private = dict(state.get("__pydantic_private__") or {})
+        private["_model"] = None
+        state["__pydantic_private__"] = private
+        return state
+
     def check(self) -> list[tuple[str, str]]:
         path = resolve_model_path(self.model)
         if self.model in BUILTIN_MODELS and not path.exists():

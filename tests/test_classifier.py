@@ -160,3 +160,14 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert "empty file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--label-file", "no-equals-sign", "-o", "x.bin"])
+
+
+def test_stage_pickles_after_setup_and_reloads_its_model():
+    import pickle
+
+    stage = ToxicityStage(action="annotate")
+    stage.setup()
+    before = stage.process(doc("what a lovely day")).scores["toxicity"]
+    copy = pickle.loads(pickle.dumps(stage))
+    assert copy.model_dump() == stage.model_dump()
+    assert copy.process(doc("what a lovely day")).scores["toxicity"] == before
