@@ -261,7 +261,7 @@ def test_two_process_ddp_and_fsdp_gradients_match_single_process(tmp_path):
     out = tmp_path / "grads"
     shards = make_shards(tmp_path / "shards", shards=2, docs_per_shard=30)
     cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps(tiny_config(shards, tmp_path / "run", steps=3, eval_every=3)))
+    cfg_file.write_text(json.dumps(tiny_config(shards, tmp_path / "run", steps=3, eval_every=3, grad_accum=2)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(out),
