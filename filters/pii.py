@@ -299,8 +299,9 @@ _PHONE_CONTEXT_BEFORE = re.compile(
 _PHONE_CONTEXT_AFTER = re.compile(
     r"^[\s\-(,\\]{0,3}(?:office|fax|mobile|cell|home|work|phone|tel|desk)\b", re.IGNORECASE
 )
-_NOT_PHONE_BEFORE = re.compile(r"(?:[$€£¥₹]|isbn(?:-1[03])?:?|version|v|ver\.?|release|build)\s*$", re.IGNORECASE)
-_NOT_PHONE_AFTER = re.compile(r"^\s*(?:€|eur|usd|gbp|dollars?|euros?|%)", re.IGNORECASE)
+_NOT_PHONE_BEFORE = re.compile(
+    r"(?:[$€£¥₹]|\b(?:isbn(?:-1[03])?:?|version|v|ver\.?|release|build))\s*$", re.IGNORECASE)
+_NOT_PHONE_AFTER = re.compile(r"^\s*(?:[€%]|(?:eur|usd|gbp|dollars?|euros?)\b)", re.IGNORECASE)
 
 # Spans that are never (part of) a phone number: calendar dates, clock times, year ranges.
 _DATE_TIME = re.compile(

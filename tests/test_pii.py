@@ -75,6 +75,11 @@ def test_numbers_that_look_like_phones_but_are_not(text):
     assert found(text, ["phone"]) == []
 
 
+def test_price_and_version_words_need_word_boundaries():
+    assert found("Tel 0207 946 0958 Europe office", ["phone"]) == [("0207 946 0958", "PHONE_NUMBER")]
+    assert found("Nav 020 7946 0958 please", ["phone"]) == [("020 7946 0958", "PHONE_NUMBER")]
+
+
 def test_short_local_number_needs_a_phone_word():
     assert found("Flat 467 3395 Main Road", ["phone"]) == []
     assert found("Phone: 467 3395", ["phone"]) == [("467 3395", "PHONE_NUMBER")]
