@@ -283,7 +283,8 @@ class CandidateScanner:
     undercounts, so nothing that passes the exact tests is missed here."""
 
     def __init__(self, corpus: CorpusSketch, lm: NgramLM | None, sizes: list[int], min_docs: int,
-                 min_lift: float, continuation_words: int, payload_sizes: list[int]):
+                 min_lift: float, continuation_words: int, payload_sizes: list[int],
+                 reference_sigmas: float = 3.0):
         self.corpus = corpus
         self.lm = lm
         self.sizes = sorted(set(sizes))
@@ -291,6 +292,10 @@ class CandidateScanner:
         self.min_docs = min_docs
         self.min_lift = min_lift
         self.continuation_words = continuation_words
+        # an expectation scaled up from a reference's counts carries their sampling noise: its
+        # standard deviation is sqrt(expected * corpus tokens / reference tokens)
+        self.reference_sigmas = reference_sigmas
+        self.scale = corpus.tokens / lm.info["tokens"] if lm is not None else 1.0
 
     def scan_batch(self, docs: list[tuple[str, int, DocumentTokens]]) -> list[list[tuple[int, Occurrence]]]:
         """Per document (id, spread hash, tokens): its (n-gram hash, occurrences) candidates."""
@@ -335,6 +340,8 @@ class CandidateScanner:
                     wdf = self.corpus.sketch.query(batch.hashes[starts + k]).astype(np.float64)
                     logp += np.log(np.maximum(wdf, 0.5) / max(self.corpus.tokens, 1))
             expected = expected_docs(np.exp(logp), self.corpus.docs, self.corpus.tokens)
+            if rates is not None and self.reference_sigmas:
+                expected = expected + self.reference_sigmas * np.sqrt(expected * self.scale)
             lift = df / (expected + 0.5)
             keep = lift >= self.min_lift
             doc_index = np.searchsorted(batch.ends, starts[keep], side="right")

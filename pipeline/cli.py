@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("thresher.training.loop:train_command", "train a GPT on token shards from a training YAML (torchrun for ddp/fsdp)"),
     "report": ("thresher.pipeline.report:report_command", "report OUT_DIR: write a self-contained HTML report (funnel, reasons, scores, PII, dedup, tokens, training)"),
     "score": ("thresher.training.loop:score_command", "write per-document reference losses of a trained checkpoint over shards"),
+    "manifest": ("thresher.pipeline.manifest_cmd:manifest_main", "write an id/URL -> sha256 integrity manifest from a run's kept/ output"),
+    "poisoning": ("thresher.pipeline.manifest_cmd:poisoning_main", "poisoning train-reference FILES -o MODEL.npz: train the n-gram reference model"),
 }
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import posixpath
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -66,6 +67,7 @@ class Poisoning(CorpusStage):
     action: Literal["annotate", "drop", "quarantine"] = "annotate"
     act_on: list[str] | None = None            # detectors whose flags trigger the action; None: all
     reference_model: str | None = None         # a `thresher poisoning train-reference` .npz
+    reference_sigmas: float = Field(default=3.0, ge=0.0)  # expectations + this many standard errors
     spread_by: SpreadBy = "auto"
     cluster_field: str = "minhash_cluster"
     sketch_width: int = Field(default=1 << 20, ge=16)
@@ -154,6 +156,28 @@ class _BatchNgrams(beam.DoFn):
         yield (len(batch), tokens, np.concatenate(parts) if parts else np.zeros(0, np.uint64))
 
 
+class _SketchCoder(beam.coders.Coder):
+    """Raw bytes of the sketch table plus a header: the default pickling coder would compress
+    the (mostly incompressible) tens of megabytes every time the side input moves."""
+
+    _HEADER = struct.Struct("<QQQQ")
+
+    def encode(self, value: CorpusSketch) -> bytes:
+        sk = value.sketch
+        return self._HEADER.pack(sk.width, sk.depth, value.docs, value.tokens) + sk.table.astype("<u4").tobytes()
+
+    def decode(self, encoded: bytes) -> CorpusSketch:
+        width, depth, docs, tokens = self._HEADER.unpack_from(encoded)
+        table = np.frombuffer(encoded, dtype="<u4", offset=self._HEADER.size).reshape(depth, width).astype(np.uint32)
+        return CorpusSketch(CountMinSketch(width, depth, table), docs, tokens)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+
+beam.coders.registry.register_coder(CorpusSketch, _SketchCoder)
+
+
 class _SketchFn(beam.CombineFn):
     """Folds n-gram hash batches into one count-min sketch per bundle (combiner lifting), then
     sums the few per-bundle sketches: memory is one table per worker, whatever the corpus."""
@@ -163,6 +187,9 @@ class _SketchFn(beam.CombineFn):
 
     def create_accumulator(self):
         return CorpusSketch(CountMinSketch(self.width, self.depth))
+
+    def get_accumulator_coder(self):
+        return _SketchCoder()
 
     def add_input(self, acc, part):
         docs, tokens, hashes = part
@@ -208,7 +235,7 @@ class _Scan(beam.DoFn):
             limits = [(x.min_docs, x.min_lift) for x in (t, p) if x.enabled]
             self.scanner = CandidateScanner(
                 corpus, self.lm, s.ngram_sizes(), min(m for m, _ in limits), min(l for _, l in limits),
-                p.continuation_words, p.ngram_sizes if p.enabled else [])
+                p.continuation_words, p.ngram_sizes if p.enabled else [], s.reference_sigmas)
         tokens = [DocumentTokens.of(doc["text"], self.hasher) for doc in batch]
         ids = [str(doc["id"]) for doc in batch]
         if self.scanner is not None:
@@ -399,7 +426,8 @@ class _PoisoningTransform(beam.PTransform):
             if s.ngram_detection():
                 corpus = (batches
                           | "BatchNgrams" >> beam.ParDo(_BatchNgrams(s))
-                          | "Sketch" >> beam.CombineGlobally(_SketchFn(s.sketch_width, s.sketch_depth)))
+                          | "Sketch" >> beam.CombineGlobally(_SketchFn(s.sketch_width, s.sketch_depth))
+                          .with_output_types(CorpusSketch))
             else:
                 corpus = docs.pipeline | "NoSketch" >> beam.Create([CorpusSketch(CountMinSketch(16, 1))])
             scanned = batches | "Scan" >> beam.ParDo(_Scan(s), beam.pvalue.AsSingleton(corpus)).with_outputs(
