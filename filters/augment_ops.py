@@ -14,7 +14,9 @@ per-document seed from strings with a fixed hash (never Python's salted ``hash()
 from __future__ import annotations
 
 import hashlib
+import math
 import random
+import string
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -42,6 +44,7 @@ def _count(rng: random.Random, expected: float) -> int:
 # --- words -------------------------------------------------------------------------------------
 
 _AFFIX = re.compile(r"^(\W*)(.*?)(\W*)$", re.S)
+_PUNCTUATION = string.punctuation + "“”‘’«»…–—"
 
 
 def _split_affix(token: str) -> tuple[str, str, str]:
@@ -79,9 +82,10 @@ def synonym_replace(text: str, rng: random.Random, rate: float,
     def line(words: list[str]) -> list[str]:
         out = []
         for token in words:
-            pre, core, post = _split_affix(token)
-            choices = synonym_lookup(core, synonyms) if core else ()
+            core = token.strip(_PUNCTUATION)
+            choices = synonyms.get(core.lower()) if core else None
             if choices and rng.random() < rate:
+                pre, core, post = _split_affix(token)
                 token = pre + _match_case(rng.choice(list(choices)), core) + post
             out.append(token)
         return out
@@ -198,9 +202,28 @@ OCR_CONFUSIONS: dict[str, tuple[str, ...]] = {
 CHAR_NOISE_KINDS = ("typo", "keyboard", "ocr", "case")
 
 
+_ALNUM = re.compile(r"[^\W_]")
+
+
+def _geometric_positions(rng: random.Random, n: int, rate: float) -> list[int]:
+    """Indices in range(n), each included with probability ``rate``, drawn by geometric gaps (one
+    random number per chosen index instead of one per candidate)."""
+    if rate <= 0 or n == 0:
+        return []
+    if rate >= 1:
+        return list(range(n))
+    log_keep = math.log1p(-rate)
+    out, i = [], -1
+    while True:
+        i += 1 + int(math.log(1.0 - rng.random()) / log_keep)
+        if i >= n:
+            return out
+        out.append(i)
+
+
 def char_noise(text: str, rng: random.Random, rate: float,
                kinds: Sequence[str] = CHAR_NOISE_KINDS) -> str:
-    """Corrupt about ``rate`` of the letters and digits, each by one noise kind drawn from ``kinds``:
+    """Make about ``rate * len(text)`` edits, each on a letter or digit, by a noise kind drawn from ``kinds``:
     ``typo`` (drop, double, or swap with the next character), ``keyboard`` (a QWERTY neighbour),
     ``ocr`` (an OCR confusion such as rn->m, l->1, O->0) or ``case`` (flip the case)."""
     unknown = set(kinds) - set(CHAR_NOISE_KINDS)
@@ -208,13 +231,22 @@ def char_noise(text: str, rng: random.Random, rate: float,
         raise ValueError(f"char_noise kinds must be a non-empty subset of {CHAR_NOISE_KINDS}, got {list(kinds)}")
     kinds = list(kinds)
     out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if not c.isalnum() or rng.random() >= rate:
-            out.append(c)
-            i += 1
+    cursor, n = 0, len(text)
+    # positions over all characters (cheap: one random number per edit); a position on a space or
+    # punctuation moves to the next letter or digit
+    for i in _geometric_positions(rng, n, rate):
+        if i < cursor:  # consumed by the previous edit (a swap or a two-character OCR confusion)
             continue
+        if not text[i].isalnum():
+            found = _ALNUM.search(text, i)
+            if found is None:
+                break
+            i = found.start()
+            if i < cursor:
+                continue
+        out.append(text[cursor:i])
+        c = text[i]
+        cursor = i + 1
         kind = rng.choice(kinds)
         if kind == "typo":
             action = rng.randrange(3)
@@ -224,7 +256,7 @@ def char_noise(text: str, rng: random.Random, rate: float,
                 out.append(c + c)
             elif i + 1 < n and not text[i + 1].isspace():
                 out.append(text[i + 1] + c)
-                i += 1
+                cursor = i + 2
             else:
                 out.append(c + c)
         elif kind == "keyboard":
@@ -238,14 +270,14 @@ def char_noise(text: str, rng: random.Random, rate: float,
             pair = text[i:i + 2]
             if pair in OCR_CONFUSIONS:
                 out.append(rng.choice(OCR_CONFUSIONS[pair]))
-                i += 1
+                cursor = i + 2
             elif c in OCR_CONFUSIONS:
                 out.append(rng.choice(OCR_CONFUSIONS[c]))
             else:
                 out.append(c)
         else:
             out.append(c.lower() if c.isupper() else c.upper())
-        i += 1
+    out.append(text[cursor:])
     return "".join(out)
 
 
