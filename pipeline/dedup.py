@@ -386,12 +386,15 @@ class _Signatures(beam.DoFn):
         exact_sets = (shingle_hash_batch(texts, s.ngram, s.shingle) if s.verify == "jaccard" else None)
         for i, doc in enumerate(batch):
             doc_id = str(doc["id"])
-            yield beam.pvalue.TaggedOutput("docs", (doc_id, doc))
             if counts[i] == 0:
                 self.no_shingles.inc()
+                yield beam.pvalue.TaggedOutput("docs", (doc_id, (doc, None)))
                 continue
             sig = sigs[i]
-            yield (doc_id, sig.tobytes())
+            sig_bytes = sig.tobytes()
+            # the document travels with its own signature, so the final join needs no third input
+            yield beam.pvalue.TaggedOutput("docs", (doc_id, (doc, sig_bytes)))
+            yield (doc_id, sig_bytes)
             for key in self.hasher.band_keys(sig):
                 yield beam.pvalue.TaggedOutput("bands", (key, doc_id))
             yield beam.pvalue.TaggedOutput("policy", (doc_id, policy_key(doc, s.keep, s.score_field)))
@@ -461,13 +464,14 @@ def _final_decision(element, stage_name: str, similarity):
     docs = list(group["docs"])
     if len(docs) != 1:
         raise ValueError(f"document id {doc_id!r} occurs {len(docs)} times; ids must be unique")
-    doc = docs[0]
+    doc, own = docs[0]
     removal = list(group["removal"])
     if not removal:
         yield doc
         return
     kept_id, kept_sig = removal[0]
-    own = list(group["sig"])[0]
+    if own is None:
+        raise RuntimeError(f"minhash_dedup: {doc_id!r} was clustered with {kept_id!r} without a signature")
     yield beam.pvalue.TaggedOutput(
         "rejected", duplicate_record(doc, stage_name, kept_id, round(similarity(own, kept_sig), 6)))
 
@@ -563,7 +567,7 @@ class _MinHashDedupTransform(beam.PTransform):
         removals_with_sig = ({"removed": removals, "sig": sigs} | "JoinKeptSig" >> beam.CoGroupByKey()
                              | "AttachKeptSig" >> beam.FlatMap(
                                  lambda kv: [(r, (kv[0], kv[1]["sig"][0])) for r in kv[1]["removed"]]))
-        decided = ({"docs": out.docs, "removal": removals_with_sig, "sig": sigs}
+        decided = ({"docs": out.docs, "removal": removals_with_sig}
                    | "JoinDocs" >> beam.CoGroupByKey()
                    | "Decide" >> beam.FlatMap(_final_decision, s.name, signature_similarity)
                    .with_outputs("rejected", main="kept"))
