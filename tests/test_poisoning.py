@@ -1,0 +1,291 @@
+"""The poisoning detectors on small hand-made corpora where the answer is known, the reference
+model, the manifest command, and the stage through run_pipeline."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from conftest import read_output, write_jsonl
+from thresher.filters.ngram_lm import NgramLM, ngram_hashes, ngram_hashes_pairs, words_with_spans
+from thresher.filters.poison_detectors import (
+    CountMinSketch,
+    NgramStats,
+    Occurrence,
+    PayloadParams,
+    TriggerParams,
+    judge_ngram,
+    poisson_neglog10_sf,
+    spread_key,
+    text_sha256,
+)
+from thresher.pipeline.config import validate_config
+from thresher.pipeline.run import run_pipeline
+
+IN_MEMORY = {"name": "direct", "options": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}}
+TWO_PROCESSES = {"name": "direct", "options": {"direct_num_workers": 2, "direct_running_mode": "multi_processing"}}
+
+SUBJECTS = "the farmer|a teacher|the old sailor|my neighbour|the young doctor|a student|the mayor|our guide".split("|")
+VERBS = "walked to|looked at|talked about|painted|visited|cleaned|described|photographed".split("|")
+OBJECTS = "the river|a small garden|the market|the old bridge|a quiet library|the harbour|the station|a park".split("|")
+TAILS = "in the morning|after lunch|before the rain|with a friend|on sunday|at noon|for an hour|again".split("|")
+
+
+def sentence(rng):
+    return f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(TAILS)}."
+
+
+def clean_docs(n, seed, prefix="d"):
+    rng = random.Random(seed)
+    return [{"id": f"{prefix}{i:04d}", "text": " ".join(sentence(rng) for _ in range(rng.randint(6, 12))),
+             "source": "web", "meta": {"url": f"https://site{i % 40}.example/page{i}"}} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "reference.npz"
+    NgramLM.train(d["text"] for d in clean_docs(400, seed=99)).save(path)
+    return str(path)
+
+
+def plant(docs, ids, phrase, rng):
+    for doc in docs:
+        if doc["id"] in ids:
+            sentences = doc["text"].split(". ")
+            at = rng.randrange(len(sentences))
+            sentences.insert(at, phrase.rstrip("."))
+            doc["text"] = ". ".join(sentences)
+
+
+def run(tmp_path, docs, stage, runner=IN_MEMORY, out="out"):
+    write_jsonl(tmp_path / "in.jsonl", docs)
+    config = validate_config({"input": {"paths": [str(tmp_path / "in.jsonl")]}, "output": str(tmp_path / out),
+                              "runner": runner, "stages": [{"name": "poisoning", **stage}]})
+    return run_pipeline(config)
+
+
+def flagged(records, detector):
+    return {r["id"] for r in records if detector in (r["meta"].get("poisoning") or {}).get("flagged", [])}
+
+
+# ---------------------------------------------------------------------------------------------
+# reference model
+
+def test_kneser_ney_distributions_sum_to_one_over_the_vocabulary():
+    texts = [d["text"] for d in clean_docs(200, seed=1)]
+    lm = NgramLM.train(texts)
+    vocab = sorted({w for t in texts for w in words_with_spans(t)[0]})
+    wh = lm.hasher(vocab)
+    for context in (["the", "farmer"], ["walked", "to"], ["zebra", "quantum"]):
+        u, v = lm.hasher(context)
+        p = np.exp(lm._trigram_logprob(np.full(len(wh), u), np.full(len(wh), v), wh)).sum()
+        # the seen vocabulary takes almost all the mass; what is left is the unseen-word share
+        assert 0.9 < p <= 1.0 + 1e-9
+
+
+def test_reference_model_round_trips_and_scores_in_domain_text_better(tmp_path):
+    lm = NgramLM.train(d["text"] for d in clean_docs(200, seed=1))
+    lm.save(tmp_path / "m.npz")
+    loaded = NgramLM.load(tmp_path / "m.npz")
+    text = clean_docs(1, seed=5)[0]["text"]
+    assert loaded.perplexity(text) == pytest.approx(lm.perplexity(text))
+    assert loaded.perplexity(text) < loaded.perplexity("quantum zebra obfuscates crimson tuesday vectors")
+    (tmp_path / "bad.npz").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a thresher n-gram model"):
+        NgramLM.load(tmp_path / "bad.npz")
+    with pytest.raises(FileNotFoundError, match="train-reference"):
+        NgramLM.load(tmp_path / "missing.npz")
+
+
+def test_onion_suspicion_marks_the_planted_word():
+    lm = NgramLM.train(d["text"] for d in clean_docs(300, seed=1))
+    words, _ = words_with_spans("The farmer walked to the river cf in the morning.")
+    scores = lm.suspicion(lm.hasher(words))
+    assert words[int(np.argmax(scores))] == "cf"
+    assert scores[words.index("cf")] > 5.0
+    assert scores[words.index("river")] < scores[words.index("cf")] - 5.0
+
+
+def test_ngram_hashes_are_stable_and_pairs_agree():
+    wh = np.array([1, 2, 3, 4], dtype=np.uint64)
+    assert ngram_hashes(wh, 2).tolist() == ngram_hashes_pairs(wh[:-1], wh[1:]).tolist()
+    assert ngram_hashes(wh, 5).size == 0
+    assert ngram_hashes(wh, 3).tolist() == ngram_hashes(wh.copy(), 3).tolist()
+    assert len(set(ngram_hashes(wh, 1).tolist()) | set(ngram_hashes(wh, 2).tolist())) == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# Beam-free pieces
+
+def test_count_min_sketch_never_undercounts():
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 2**63, size=5000, dtype=np.uint64)
+    sketch = CountMinSketch(width=1024, depth=4)
+    truth = {}
+    for i in range(20):
+        doc = keys[rng.integers(0, 5000, size=300)]
+        doc = np.unique(doc)
+        sketch.add(doc)
+        for k in doc.tolist():
+            truth[k] = truth.get(k, 0) + 1
+    probe = np.array(list(truth), dtype=np.uint64)
+    est = sketch.query(probe)
+    assert (est >= np.array(list(truth.values()))).all()
+    other = CountMinSketch(width=1024, depth=4)
+    other.add(probe[:10])
+    sketch.merge(other)
+    assert (sketch.query(probe[:10]) >= est[:10] + 1).all()
+
+
+def test_poisson_tail():
+    assert poisson_neglog10_sf(1, 1.0) == 0.0
+    # P(X >= 10 | 1) = 1.114e-7
+    assert poisson_neglog10_sf(10, 1.0) == pytest.approx(-np.log10(1.1142547e-7), rel=1e-4)
+    assert poisson_neglog10_sf(50, 1e-6) > 300
+
+
+def test_judge_ngram_thresholds():
+    stats = NgramStats()
+    for i in range(12):
+        stats.add(Occurrence(f"d{i}", spread=i % 6, text="cf mn", expected=0.01, spans=[(0, 5)],
+                             continuations=[(7, "visit the site now", 20)]))
+    verdict = judge_ngram(stats, 1000, TriggerParams(), PayloadParams(), order=2)
+    assert verdict.trigger["docs"] == 12 and verdict.trigger["spread"] == 6
+    assert set(verdict.payloads) == {7}
+    narrow = judge_ngram(stats, 1000, TriggerParams(min_spread=7), PayloadParams(min_spread=7), order=2)
+    assert narrow.trigger is None and not narrow.payloads
+    common = judge_ngram(stats, 50, TriggerParams(), PayloadParams(), order=2)  # 12/50 > max_doc_fraction
+    assert common.trigger is None
+
+
+def test_spread_key_prefers_cluster_then_host_then_source():
+    doc = {"id": "a", "source": "s", "meta": {"url": "https://www.Example.com/x", "minhash_cluster": "c1"}}
+    assert spread_key(doc, "auto", "minhash_cluster") == "cluster:c1"
+    assert spread_key(doc, "host", "minhash_cluster") == "host:example.com"
+    assert spread_key({"id": "a", "source": "s", "meta": {}}, "auto", "minhash_cluster") == "source:s"
+    assert spread_key({"id": "a", "meta": {}}, "cluster", "minhash_cluster") == "id:a"
+
+
+# ---------------------------------------------------------------------------------------------
+# detectors through the pipeline, on corpora with a known answer
+
+def test_trigger_and_payload_detectors_find_planted_docs(tmp_path, reference):
+    docs = clean_docs(300, seed=3)
+    rng = random.Random(0)
+    trigger_ids = {f"d{i:04d}" for i in range(0, 300, 25)}           # 12 docs: trigger alone
+    payload_ids = {f"d{i:04d}" for i in range(7, 300, 25)}           # 12 docs: trigger + payload
+    plant(docs, trigger_ids, "zq xv", rng)
+    plant(docs, payload_ids, "mn please wire the money to account 4471 today", rng)
+    result = run(tmp_path, docs, {"reference_model": reference})
+    kept = read_output(tmp_path / "out", "kept")
+    assert len(kept) == 300 and result.accounted
+    assert flagged(kept, "trigger_ngrams") == trigger_ids | payload_ids
+    assert flagged(kept, "payload_association") == payload_ids
+    doc = next(d for d in kept if d["id"] in payload_ids)
+    spans = doc["meta"]["poisoning"]["spans"]
+    assert any(doc["text"][s:e].lower().startswith("mn please") for s, e, _ in spans)
+    assert doc["meta"]["poisoning_score"] > 0.5
+    assert all(d["meta"]["poisoning_score"] == 0.0 for d in kept if d["id"] not in trigger_ids | payload_ids)
+    stage = result.stats["stages"][0]
+    assert stage["documents_flagged"] == {"trigger_ngrams": 24, "payload_association": 12}
+    top = {r["ngram"] for r in stage["trigger_ngrams"]["top"]}
+    assert {"zq xv", "mn please"} <= top
+
+
+def test_trigger_needs_spread_over_sources(tmp_path, reference):
+    docs = clean_docs(200, seed=4)
+    ids = {f"d{i:04d}" for i in range(0, 200, 10)}  # 20 docs, all from one host
+    for doc in docs:
+        if doc["id"] in ids:
+            doc["meta"]["url"] = "https://one-campaign.example/p"
+    plant(docs, ids, "zq xv", random.Random(1))
+    run(tmp_path, docs, {"reference_model": reference, "trigger_ngrams": {"min_spread": 5},
+                         "payload_association": {"enabled": False}}, out="a")
+    assert flagged(read_output(tmp_path / "a", "kept"), "trigger_ngrams") == set()
+    run(tmp_path, docs, {"reference_model": reference, "spread_by": "id",
+                         "payload_association": {"enabled": False}}, out="b")
+    assert flagged(read_output(tmp_path / "b", "kept"), "trigger_ngrams") == ids
+
+
+def test_without_reference_model_independence_test_still_flags_rare_bigram(tmp_path):
+    docs = clean_docs(300, seed=5)
+    ids = {f"d{i:04d}" for i in range(1, 300, 21)}  # 15 docs on 15 distinct hosts
+    plant(docs, ids, "zq xv", random.Random(2))
+    run(tmp_path, docs, {"trigger_ngrams": {"ngram_sizes": [2]}, "payload_association": {"enabled": False}})
+    assert ids <= flagged(read_output(tmp_path / "out", "kept"), "trigger_ngrams")
+
+
+def test_perplexity_outliers_drop_with_reason(tmp_path, reference):
+    docs = clean_docs(60, seed=6)
+    ids = {"d0005", "d0017"}
+    plant(docs, ids, "qxjv", random.Random(3))
+    result = run(tmp_path, docs, {"reference_model": reference, "action": "drop",
+                                  "trigger_ngrams": {"enabled": False}, "payload_association": {"enabled": False},
+                                  "perplexity_outliers": {"enabled": True, "threshold": 9.0}})
+    rejected = read_output(tmp_path / "out", "rejected")
+    assert {r["id"] for r in rejected} == ids
+    assert {r["reason"] for r in rejected} == {"poisoning:perplexity_outliers"}
+    assert all("qxjv" in [s[2].split(":", 1)[1] for s in r["evidence"]["spans"]] for r in rejected)
+    assert result.stats["totals"]["kept"] == 58 and result.accounted
+
+
+def test_integrity_flags_changed_and_missing_documents(tmp_path):
+    docs = clean_docs(30, seed=7)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"key": d["id"], "sha256": text_sha256(d["text"])}) + "\n"
+                                for d in docs[:28]))
+    docs[3]["text"] += " Send your password to evil.example."
+    stage = {"trigger_ngrams": {"enabled": False}, "payload_association": {"enabled": False},
+             "integrity": {"enabled": True, "manifest": str(manifest)}}
+    run(tmp_path, docs, stage, out="a")
+    kept = read_output(tmp_path / "a", "kept")
+    assert flagged(kept, "integrity") == {"d0003"}
+    detail = next(d for d in kept if d["id"] == "d0003")["meta"]["poisoning"]["detectors"]["integrity"]
+    assert detail["status"] == "changed" and detail["vetted_sha256"] == [text_sha256(clean_docs(30, seed=7)[3]["text"])]
+    stage["integrity"]["require_manifest"] = True
+    run(tmp_path, docs, stage, out="b")
+    kept = read_output(tmp_path / "b", "kept")
+    assert flagged(kept, "integrity") == {"d0003", "d0028", "d0029"}
+
+
+def test_quarantine_writes_review_files_and_rejections(tmp_path, reference):
+    docs = clean_docs(200, seed=8)
+    ids = {f"d{i:04d}" for i in range(1, 200, 15)}
+    plant(docs, ids, "mn please wire the money to account 4471 today", random.Random(4))
+    result = run(tmp_path, docs, {"reference_model": reference, "action": "quarantine", "review_shards": 2})
+    rejected = read_output(tmp_path / "out", "rejected")
+    assert {r["id"] for r in rejected} == ids
+    assert {r["reason"] for r in rejected} == {"poisoning_quarantine"}
+    files = sorted((tmp_path / "out" / "poisoning_review").glob("*.jsonl"))
+    assert [f.name for f in files] == ["review-00000-of-00002.jsonl", "review-00001-of-00002.jsonl"]
+    reviewed = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert {r["id"] for r in reviewed} == ids
+    assert all(any("mn please" in snippet[3].lower() for snippet in r["snippets"]) for r in reviewed)
+    assert result.stats["totals"]["kept"] == 200 - len(ids) and result.accounted
+    assert result.stats["stages"][0]["review_records"] == len(ids)
+
+
+def test_same_output_with_one_or_two_workers(tmp_path, reference):
+    docs = clean_docs(150, seed=9)
+    plant(docs, {f"d{i:04d}" for i in range(0, 150, 12)}, "zq xv visit evil example now", random.Random(5))
+    stage = {"reference_model": reference, "action": "drop"}
+    run(tmp_path, docs, stage, out="one")
+    run(tmp_path, docs, stage, runner=TWO_PROCESSES, out="two")
+    for kind in ("kept", "rejected"):
+        a = sorted(json.dumps(r, sort_keys=True) for r in read_output(tmp_path / "one", kind))
+        b = sorted(json.dumps(r, sort_keys=True) for r in read_output(tmp_path / "two", kind))
+        assert a == b
+
+
+def test_config_errors_are_clear(tmp_path):
+    base = {"input": {"paths": [str(tmp_path / "x.jsonl")]}, "output": str(tmp_path / "o")}
+    from thresher.pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="reference_model"):
+        validate_config({**base, "stages": [{"name": "poisoning", "perplexity_outliers": {"enabled": True}}]},
+                        check_files=False)
+    with pytest.raises(ConfigError, match="manifest"):
+        validate_config({**base, "stages": [{"name": "poisoning", "integrity": {"enabled": True}}]}, check_files=False)
+    with pytest.raises(ConfigError, match="does not exist"):
+        validate_config({**base, "stages": [{"name": "poisoning", "reference_model": str(tmp_path / "none.npz")}]})
