@@ -289,3 +289,21 @@ def test_config_errors_are_clear(tmp_path):
         validate_config({**base, "stages": [{"name": "poisoning", "integrity": {"enabled": True}}]}, check_files=False)
     with pytest.raises(ConfigError, match="does not exist"):
         validate_config({**base, "stages": [{"name": "poisoning", "reference_model": str(tmp_path / "none.npz")}]})
+
+
+def test_manifest_and_train_reference_commands(tmp_path):
+    from thresher.pipeline.cli import main
+
+    (tmp_path / "out" / "kept").mkdir(parents=True)
+    docs = clean_docs(5, seed=10)
+    write_jsonl(tmp_path / "out" / "kept" / "part-0.jsonl.gz", docs, compress=True)
+    assert main(["manifest", str(tmp_path / "out"), "-o", str(tmp_path / "m.jsonl")]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert lines == sorted(({"key": d["id"], "sha256": text_sha256(d["text"])} for d in docs), key=lambda r: r["key"])
+    assert main(["manifest", str(tmp_path / "out"), "--key", "url", "-o", str(tmp_path / "u.jsonl")]) == 0
+    assert {json.loads(x)["key"] for x in (tmp_path / "u.jsonl").read_text().splitlines()} == {d["meta"]["url"] for d in docs}
+    assert main(["manifest", str(tmp_path / "nothing-here")]) == 2
+    write_jsonl(tmp_path / "ref.jsonl", clean_docs(50, seed=11))
+    assert main(["poisoning", "train-reference", str(tmp_path / "ref.jsonl"), "-o", str(tmp_path / "r.npz")]) == 0
+    assert NgramLM.load(tmp_path / "r.npz").info["docs"] == 50
+    assert main(["poisoning", "train-reference", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.npz")]) == 2
