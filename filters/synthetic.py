@@ -458,7 +458,7 @@ def _numbers_equal(answer: str, expected: float, digits: int | None) -> bool:
     if digits is not None:
         # within half a unit of the last digit of the exact value, with float slack: a value on a
         # rounding tie may be rounded either way by two different float computations
-        return abs(got - expected) <= 0.5 * 10.0 ** -digits * (1 + 1e-6) + abs(expected) * 1e-12
+        return abs(got - expected) <= 0.5 * 10.0 ** -digits * (1 + 1e-6) + 8 * math.ulp(expected)
     return math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-9)
 
 
