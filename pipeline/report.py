@@ -23,6 +23,7 @@ import math
 import os
 import random
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -382,6 +383,17 @@ def _open_text(path: Path):
     return path.open("r", encoding="utf-8", errors="replace")
 
 
+def _read_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, ValueError, zlib.error)
+    try:
+        import zstandard
+
+        errors += (zstandard.ZstdError,)
+    except ImportError:
+        pass
+    return errors
+
+
 def record_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
@@ -404,7 +416,7 @@ def iter_lines(files: Sequence[Path], limit: int, seed: int) -> Iterator[str]:
                     if line.strip():
                         seen += 1
                         yield line
-        except (OSError, EOFError, ValueError):
+        except _read_errors():
             continue
 
 
