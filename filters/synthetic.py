@@ -828,7 +828,7 @@ class OpenAIClient:
         text = self._request(body)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
             tmp.write_text(json.dumps({"request": body, "text": text}, ensure_ascii=False), encoding="utf-8")
             os.replace(tmp, path)
         return text
