@@ -68,7 +68,7 @@ def fmt_num(value: float) -> str:
         return f"{int(v):,}"
     if a >= 100:
         return f"{v:,.0f}"
-    if a >= 0.01 or a == 0:
+    if a >= 0.001 or a == 0:
         return f"{v:.3g}"
     return f"{v:.1e}"
 
@@ -100,14 +100,14 @@ def text_width(text: str, size: int = 12) -> float:
     offline; these per-class averages are close to DejaVu Sans / Helvetica)."""
     width = 0.0
     for ch in text:
-        if ch.isupper() or ch in "MW@%&":
-            width += 0.70
+        if ch.isupper() or ch in "mw@%&":
+            width += 0.74
         elif ch.isdigit():
-            width += 0.60
-        elif ch in " .,:;'|!il()[]":
-            width += 0.32
+            width += 0.64
+        elif ch in " .,:;'|!ijlft()[]":
+            width += 0.36
         else:
-            width += 0.58
+            width += 0.62
     return width * size
 
 
@@ -244,6 +244,11 @@ class _Axes:
         self.x0, self.x1 = left, width - right
         self.y0, self.y1 = height - bottom, top  # y0 is the bottom edge (SVG y grows downwards)
 
+    @staticmethod
+    def left_for(y_labels: Sequence[str]) -> int:
+        """A left margin wide enough for the y tick labels and the rotated axis title beside them."""
+        return int(max((text_width(t, 10) for t in y_labels), default=0) + 34)
+
     def frame(self, svg: Svg, x_ticks: Sequence[tuple[float, str]], y_ticks: Sequence[tuple[float, str]],
               x_label: str, y_label: str) -> None:
         for y, text in y_ticks:
@@ -294,7 +299,8 @@ class Histogram:
             edges = self.edges(np.concatenate([a for a in arrays if a.size] or [np.zeros(1)]))
         counts = [np.histogram(np.clip(a, edges[0], edges[-1]), bins=edges)[0] for a in arrays]
         peak = max((int(c.max()) for c in counts if c.size), default=0) or 1
-        ax = _Axes(self.width, self.height)
+        y_values = [t for t in nice_ticks(0, peak, 4) if t <= peak]
+        ax = _Axes(self.width, self.height, left=_Axes.left_for([fmt_num(t) for t in y_values]))
         svg = Svg(self.width, self.height, title)
 
         def xpos(v: float) -> float:
@@ -306,7 +312,7 @@ class Histogram:
         def ypos(c: float) -> float:
             return ax.y0 - (ax.y0 - ax.y1) * c / peak
 
-        y_ticks = [(ypos(t), fmt_num(t)) for t in nice_ticks(0, peak, 4) if t <= peak]
+        y_ticks = [(ypos(t), fmt_num(t)) for t in y_values]
         if self.log_x:
             decades = range(math.floor(math.log10(edges[0])), math.ceil(math.log10(edges[-1])) + 1)
             marks = [m * 10 ** d for d in decades for m in (1, 2, 5)]
@@ -336,8 +342,6 @@ class LineChart:
                x_label: str, y_label: str) -> str:
         xs_all = [x for _, xs, _, _ in series for x in xs]
         ys_all = [y for _, _, ys, _ in series for y in ys]
-        ax = _Axes(self.width, self.height)
-        svg = Svg(self.width, self.height, title)
         x_lo, x_hi = min(xs_all), max(xs_all)
         y_lo, y_hi = min(ys_all), max(ys_all)
         if y_hi == y_lo:
@@ -346,6 +350,9 @@ class LineChart:
         y_lo, y_hi = (0.0 if y_lo >= 0 and y_lo - pad < 0 else y_lo - pad), y_hi + pad
         if x_hi == x_lo:
             x_hi = x_lo + 1
+        y_values = [t for t in nice_ticks(y_lo, y_hi, 4) if y_lo <= t <= y_hi]
+        ax = _Axes(self.width, self.height, left=_Axes.left_for([fmt_num(t) for t in y_values]))
+        svg = Svg(self.width, self.height, title)
 
         def xpos(v: float) -> float:
             return ax.x0 + (ax.x1 - ax.x0) * (v - x_lo) / (x_hi - x_lo)
@@ -354,7 +361,7 @@ class LineChart:
             return ax.y0 - (ax.y0 - ax.y1) * (v - y_lo) / (y_hi - y_lo)
 
         x_ticks = [(xpos(t), fmt_num(t)) for t in nice_ticks(x_lo, x_hi, 5) if x_lo <= t <= x_hi]
-        y_ticks = [(ypos(t), fmt_num(t)) for t in nice_ticks(y_lo, y_hi, 4) if y_lo <= t <= y_hi]
+        y_ticks = [(ypos(t), fmt_num(t)) for t in y_values]
         ax.frame(svg, x_ticks, y_ticks, x_label, y_label)
         for label, xs, ys, color in series:
             points = [(xpos(x), ypos(y)) for x, y in zip(xs, ys)]
@@ -996,12 +1003,12 @@ class TrainingSection:
             if val:
                 series.append(("validation loss", [s for s, _ in val], [v for _, v in val], REJECTED_COLOR))
             if series:
-                charts.append(_figure(LineChart().render(series, "loss", "step", "loss"), "Loss"))
+                charts.append(_figure(LineChart().render(series, "loss", "step", "loss")))
             for key, label, color in (("lr", "learning rate", COLORS[2]), ("tokens_per_s", "tokens / s", COLORS[3])):
                 points = [(r["step"], r[key]) for r in rows if key in r]
                 if points:
                     charts.append(_figure(LineChart().render([(label, [s for s, _ in points], [v for _, v in points], color)],
-                                                             label, "step", label), label.capitalize()))
+                                                             label, "step", label)))
             last = rows[-1]
             facts = f"{len(rows):,} logged steps, last step {fmt_num(max(steps))}"
             if "loss" in last:

@@ -224,7 +224,7 @@ def test_cli_writes_where_asked(tmp_path, capsys):
 
 def test_number_formatting_and_ticks():
     assert fmt_num(1234) == "1,234" and fmt_num(12345) == "12.3k" and fmt_num(2_500_000) == "2.5M"
-    assert fmt_num(0.8731) == "0.873" and fmt_num(0.0003) == "3.0e-04" and fmt_num(float("nan")) == "–"
+    assert fmt_num(0.8731) == "0.873" and fmt_num(0.003) == "0.003" and fmt_num(0.0003) == "3.0e-04" and fmt_num(float("nan")) == "–"
     assert nice_ticks(0, 1, 5) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(0, 1780, 5) == [0, 500, 1000, 1500]
     assert nice_ticks(3, 3) == [3, 4, 5, 6]
