@@ -6,12 +6,13 @@ built-in template set, per task and overall; the reference rows measure the same
 text of about the same number of words (WikiText-2 from ../shared/data when present; the demo
 corpus otherwise), since a distinct-n ratio only means something next to another at a like size.
 
-Part 2: a small pipeline on the demo corpus, ``synthetic`` (template) + ``augment`` followed by
+Part 2: a small pipeline on the demo corpus, ``synthetic`` (template; once with one example per
+document, once with several, ``examples_per_document``) + ``augment`` followed by
 gopher_quality, gopher_repetition and c4_quality, run with the DirectRunner; survival per kind of
 document (original, synthetic, augmented) is read from kept/ and rejected/, and the per-stage
 counts from stats.json.
 
-    python bench/synthetic.py [--samples 100000] [--docs 1000] [--synthetic 1000]
+    python bench/synthetic.py [--samples 100000] [--docs 1000] [--synthetic 1000] [--per-document 1 8]
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def kind_of(source: str) -> str:
     return "synthetic/template" if source.startswith("synthetic/") else "original demo"
 
 
-def survival(docs: int, synthetic: int) -> None:
+def survival(docs: int, synthetic: int, per_document: int) -> None:
     from thresher.pipeline.config import validate_config
     from thresher.pipeline.corpus_gen import generate_demo_corpus
     from thresher.pipeline.run import run_pipeline
@@ -134,7 +135,7 @@ def survival(docs: int, synthetic: int) -> None:
             "input": {"paths": [str(data)], "source_field": "source"},
             "output": str(Path(tmp) / "out"),
             "runner": {"name": "direct", "options": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}},
-            "stages": [{"name": "synthetic", "count": synthetic, "seed": 1},
+            "stages": [{"name": "synthetic", "count": synthetic, "seed": 1, "examples_per_document": per_document},
                        {"name": "augment", "ratio": 0.3, "seed": 1}]
                       + [{"name": f} for f in filters],
         })
@@ -143,8 +144,8 @@ def survival(docs: int, synthetic: int) -> None:
         seconds = time.perf_counter() - start
         kept = read_records(Path(tmp) / "out" / "kept")
         rejected = read_records(Path(tmp) / "out" / "rejected")
-    print(f"\n## survival through the heuristic filters ({docs:,} demo documents, {synthetic:,} synthetic, "
-          f"augment ratio 0.3; {seconds:.0f} s, accounted: {result.accounted})\n")
+    print(f"\n## survival through the heuristic filters ({docs:,} demo documents, {synthetic:,} synthetic "
+          f"with {per_document} example(s) each, augment ratio 0.3; {seconds:.0f} s, accounted: {result.accounted})\n")
     print("| stage | in | kept | rejected | generated |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for stage in result.stats["stages"]:
@@ -175,9 +176,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--synthetic", type=int, default=1000)
+    parser.add_argument("--per-document", type=int, nargs="+", default=[1, 8],
+                        help="examples_per_document values to run the survival pipeline with")
     args = parser.parse_args()
     diversity(args.samples)
-    survival(args.docs, args.synthetic)
+    for per_document in args.per_document:
+        survival(args.docs, args.synthetic, per_document)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,10 @@ class Synthetic(CorpusStage):
     seed: int | None = None
     #: index ranges generated in parallel (fixed, so output does not depend on worker count)
     shards: int = Field(default=16, ge=1, le=100_000)
+    #: examples joined into one document (short Q/A documents fail length filters such as
+    #: gopher_quality's 50-word minimum); meta then lists them under ``examples``
+    examples_per_document: int = Field(default=1, ge=1, le=10_000)
+    separator: str = "\n\n"
     template: TemplateOptions = TemplateOptions()
     lm: LMOptions | None = None
     openai: OpenAIOptions | None = None
@@ -172,14 +176,24 @@ class Synthetic(CorpusStage):
         return syn.OpenAIGenerator(client, syn.load_prompts(oa.prompts), seed, on_error=oa.on_error)
 
     def documents(self, generator, seed: int, start: int, end: int) -> list[dict]:
-        """The documents of indices [start, end) (fewer when an openai request was skipped)."""
-        indices = list(range(start, end))
+        """The documents [start, end) (fewer when an openai request was skipped). Document ``n``
+        holds examples ``n * k .. n * k + k - 1`` for ``k = examples_per_document``."""
+        k = self.examples_per_document
+        indices = list(range(start * k, end * k))
+        examples = generator.generate(indices)
         out = []
-        for n, example in zip(indices, generator.generate(indices)):
-            if example is None:
+        for n in range(start, end):
+            group = [(i, e) for i, e in zip(indices[(n - start) * k:(n - start + 1) * k],
+                                            examples[(n - start) * k:(n - start + 1) * k]) if e is not None]
+            if not group:
                 continue
-            meta = {"synthetic_index": n, "generator": self.generator, **example.meta}
-            out.append({"id": f"synthetic/{self.generator}/{seed}/{n}", "text": example.text,
+            if k == 1:
+                meta = {"synthetic_index": n, "generator": self.generator, **group[0][1].meta}
+            else:
+                meta = {"synthetic_index": n, "generator": self.generator,
+                        "examples": [{"example_index": i, **e.meta} for i, e in group]}
+            out.append({"id": f"synthetic/{self.generator}/{seed}/{n}",
+                        "text": self.separator.join(e.text for _, e in group),
                         "source": f"synthetic/{self.generator}", "meta": meta})
         return out
 

@@ -183,6 +183,19 @@ def test_pipeline_ids_provenance_and_accounting(tmp_path):
     assert again == {d["id"]: d["text"] for d in generated}
 
 
+def test_examples_per_document_packs_checked_examples():
+    stage = Synthetic(count=10, seed=2, examples_per_document=4)
+    generator = stage.build_generator(2)
+    docs = [d for a, b in stage.slices() for d in stage.documents(generator, 2, a, b)]
+    assert [d["id"] for d in docs] == [f"synthetic/template/2/{n}" for n in range(10)]
+    singles = builtin(2).generate(range(40))
+    for n, doc in enumerate(docs):
+        parts = doc["meta"]["examples"]
+        assert [p["example_index"] for p in parts] == list(range(4 * n, 4 * n + 4))
+        assert doc["text"] == "\n\n".join(e.text for e in singles[4 * n:4 * n + 4])
+        assert all(syn.check_example(p)[0] for p in parts)
+
+
 def test_pipeline_seed_defaults_to_the_run_seed_and_filters_see_generated_docs(tmp_path):
     result = run(tmp_path, [{"name": "synthetic", "count": 40, "template": {"only": ["weekday"]}},
                             {"name": "gopher_quality"}], seed=5)
