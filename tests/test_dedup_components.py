@@ -52,7 +52,7 @@ def adversarial_graphs(rng):
 def test_components_match_union_find_on_adversarial_graphs():
     edges = adversarial_graphs(random.Random(0))
     with BeamTestPipeline() as p:
-        labels = p | beam.Create(edges) | ConnectedComponents(max_rounds=14)
+        labels = p | beam.Create(edges) | ConnectedComponents(max_rounds=12)
         assert_that(labels, equal_to(union_find_labels(edges)))
 
 
