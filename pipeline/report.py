@@ -377,17 +377,16 @@ class LineChart:
 # ============================================================================================
 # reading OUT_DIR
 
-def _open_text(path: Path):
+def _open_binary(path: Path):
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+        return gzip.open(path, "rb")
     if path.name.endswith((".zst", ".zstd")):
         import io
 
         import zstandard
 
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(path.open("rb")),
-                                encoding="utf-8", errors="replace")
-    return path.open("r", encoding="utf-8", errors="replace")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(path.open("rb")))
+    return path.open("rb")
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
@@ -408,15 +407,15 @@ def record_files(directory: Path) -> list[Path]:
                   if p.is_file() and p.name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd")))
 
 
-def iter_lines(files: Sequence[Path], limit: int, seed: int) -> Iterator[str]:
-    """Up to ``limit`` non-empty lines, files visited in a seeded order (a truncated or corrupt
-    file ends its own contribution, not the report)."""
+def iter_lines(files: Sequence[Path], limit: int, seed: int) -> Iterator[bytes]:
+    """Up to ``limit`` non-empty lines (bytes, undecoded), files visited in a seeded order (a
+    truncated or corrupt file ends its own contribution, not the report)."""
     order = list(files)
     random.Random(seed).shuffle(order)
     seen = 0
     for path in order:
         try:
-            with _open_text(path) as fh:
+            with _open_binary(path) as fh:
                 for line in fh:
                     if seen >= limit:
                         return
@@ -468,7 +467,9 @@ def poison_windows(text: str, spans: Sequence[Sequence[Any]], limit: int = 3, co
         except (TypeError, ValueError, IndexError):
             continue
         start, end = max(0, min(start, len(text))), max(0, min(end, len(text)))
-        out.append((text[max(0, start - context):start], text[start:end], text[end:end + context], label))
+        before = ("…" if start > context else "") + text[max(0, start - context):start]
+        after = text[end:end + context] + ("…" if end + context < len(text) else "")
+        out.append((before, text[start:end], after, label))
     return out
 
 
@@ -479,7 +480,8 @@ class RecordSample:
 
     scanned: int = 0
     scores: dict[str, list[float]] = field(default_factory=dict)   # from the reservoir
-    sampled: int = 0
+    sampled: int = 0                                               # documents in the reservoir
+    counted: int = 0                                               # documents behind the counters
     pii_docs: Counter = field(default_factory=Counter)             # documents with >= 1 of a type
     pii_mentions: Counter = field(default_factory=Counter)
     examples: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
@@ -493,41 +495,51 @@ class RecordSampler(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sample: int = Field(20_000, ge=1)
-    max_scan: int = Field(200_000, ge=1)
+    max_scan: int = Field(1_000_000, ge=1)
     seed: int = 0
     examples_per_reason: int = Field(3, ge=0)
-    poison_examples: int = Field(6, ge=0)
+    poison_examples: int = Field(4, ge=0)
 
-    def _reservoir(self, items: Iterator[dict]) -> tuple[list[dict], int]:
-        rng = random.Random(self.seed)
-        kept: list[dict] = []
-        n = 0
-        for item in items:
-            n += 1
-            if len(kept) < self.sample:
-                kept.append(item)
-            else:
-                j = rng.randrange(n)
-                if j < self.sample:
-                    kept[j] = item
-        return kept, n
-
-    def read(self, directory: Path, side: str) -> RecordSample:
+    def read(self, directory: Path, side: str, expected: int | None = None,
+             wanted: Sequence[tuple[str, str]] = ()) -> RecordSample:
+        """Scan ``directory``; ``expected`` (the count stats.json gives) sets the sampling rate so the
+        sample spreads over everything scanned; ``wanted`` (stage, reason) pairs are rare enough that
+        a random sample may miss them, so lines mentioning them are parsed for examples too."""
         sample = RecordSample()
-
-        def parsed() -> Iterator[dict]:
-            for line in iter_lines(record_files(directory), self.max_scan, self.seed):
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    sample.scanned += 1
-                    self._collect(record, side, sample)
-                    yield self._numbers(record, side)
-
-        reservoir, _ = self._reservoir(parsed())
+        population = min(expected, self.max_scan) if expected else self.max_scan
+        rate = 1.0 if side == "quarantine" else min(1.0, self.sample / max(population, 1))
+        chooser = random.Random(f"{self.seed}:{side}:choose")
+        replacer = random.Random(f"{self.seed}:{side}:replace")
+        probes = [f'"reason"{sep}{json.dumps(reason, ensure_ascii=False)}'.encode()
+                  for _, reason in wanted for sep in (":", ": ")]
+        probes += [b'"poisoning":{', b'"poisoning": {']
+        reservoir: list[dict[str, float]] = []
+        chosen_count = 0
+        for line in iter_lines(record_files(directory), self.max_scan, self.seed):
+            sample.scanned += 1
+            chosen = rate >= 1.0 or chooser.random() < rate
+            if not chosen and not any(probe in line for probe in probes):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            self._examples(record, side, sample)
+            if not chosen:
+                continue
+            self._count(record, side, sample)
+            chosen_count += 1
+            numbers = self._numbers(record, side)
+            if len(reservoir) < self.sample:  # a reservoir caps the sample should `expected` be wrong
+                reservoir.append(numbers)
+            else:
+                j = replacer.randrange(chosen_count)
+                if j < self.sample:
+                    reservoir[j] = numbers
         sample.sampled = len(reservoir)
+        sample.counted = chosen_count
         for numbers in reservoir:
             for name, value in numbers.items():
                 sample.scores.setdefault(name, []).append(value)
@@ -539,15 +551,22 @@ class RecordSampler(BaseModel):
         source = meta if side == "kept" else (record.get("scores") if isinstance(record.get("scores"), dict) else {})
         return {k: v for k, v in numeric_fields(source).items() if _is_score(k)}
 
-    def _collect(self, record: dict, side: str, sample: RecordSample) -> None:
+    @staticmethod
+    def _count(record: dict, side: str, sample: RecordSample) -> None:
+        """Counters over the random sample only (so they estimate the whole)."""
         meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
-        text = record.get("text") if isinstance(record.get("text"), str) else ""
         pii = meta.get("pii_counts")
         if side == "kept" and isinstance(pii, dict):
             for entity, count in pii.items():
                 if isinstance(count, (int, float)) and count > 0:
                     sample.pii_docs[str(entity)] += 1
                     sample.pii_mentions[str(entity)] += int(count)
+        if side == "quarantine":
+            sample.quarantine_errors[str(record.get("error", "unknown error"))] += 1
+
+    def _examples(self, record: dict, side: str, sample: RecordSample) -> None:
+        meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+        text = record.get("text") if isinstance(record.get("text"), str) else ""
         if side == "rejected":
             key = (str(record.get("stage", "?")), str(record.get("reason", "?")))
             bucket = sample.examples.setdefault(key, [])
@@ -555,7 +574,6 @@ class RecordSampler(BaseModel):
                 bucket.append({"id": str(record.get("id", "")), "value": record.get("value"),
                                "duplicate_of": record.get("duplicate_of"), "text": snippet(text)})
         if side == "quarantine":
-            sample.quarantine_errors[str(record.get("error", "unknown error"))] += 1
             key = ("quarantine", str(record.get("error", "unknown error")))
             bucket = sample.examples.setdefault(key, [])
             if len(bucket) < self.examples_per_reason:
@@ -861,8 +879,8 @@ class PiiSection:
         if data.kept.pii_docs:
             items = sorted(data.kept.pii_docs.items(), key=lambda kv: (-kv[1], kv[0]))
             body += _figure(BarChart(width=480, color=COLORS[4]).render(items, "kept documents with PII", "documents"),
-                            f"Kept documents with at least one mention, by type (sample of {data.kept.scanned:,} "
-                            "scanned documents' meta.pii_counts)")
+                            f"Kept documents with at least one mention, by type, in a random sample of "
+                            f"{data.kept.counted:,} kept documents (meta.pii_counts)")
         body += "</div>"
         return Section("pii", "PII by type", body)
 
@@ -917,16 +935,16 @@ class PoisoningSection:
                 items = sorted(((str(k), float(v)) for k, v in flagged.items()), key=lambda kv: (-kv[1], kv[0]))
                 body += _figure(BarChart(width=520, color=COLORS[4]).render(items, "documents flagged per detector"),
                                 "Documents flagged, per detector")
-            for detector in ("trigger_ngrams", "payload_association"):
-                report = s.get(detector)
-                if isinstance(report, dict) and report.get("top"):
-                    body += self._top_table(detector, report)
+            tables = [self._top_table(detector, s[detector]) for detector in ("trigger_ngrams", "payload_association")
+                      if isinstance(s.get(detector), dict) and s[detector].get("top")]
+            if tables:
+                body += '<div class="grid">' + "".join(f"<div>{t}</div>" for t in tables) + "</div>"
         if examples:
             body += "<h3>Flagged documents (examples, spans highlighted)</h3>"
             for ex in examples:
                 windows = "".join(
-                    f'<div class="span"><span class="muted">{esc(label)}</span><pre>…{esc(before)}<mark>{esc(span)}</mark>'
-                    f"{esc(after)}…</pre></div>" for before, span, after, label in ex.windows) or \
+                    f'<div class="span"><span class="muted">{esc(label)}</span><pre>{esc(before)}<mark>{esc(span)}</mark>'
+                    f"{esc(after)}</pre></div>" for before, span, after, label in ex.windows) or \
                     '<p class="note">no span recorded</p>'
                 body += (f'<div class="example"><div class="meta"><code>{esc(ex.id)}</code> · {esc(ex.side)} · '
                          f"score <b>{esc(fmt_num(ex.score))}</b> · flagged by {esc(', '.join(ex.flagged))}</div>"
@@ -939,14 +957,19 @@ class PoisoningSection:
     @staticmethod
     def _top_table(detector: str, report: Mapping[str, Any]) -> str:
         top = [r for r in report.get("top") or [] if isinstance(r, dict)]
-        columns: list[str] = []
+        text_columns: list[str] = []
+        number_columns: list[str] = []
         for item in top:
             for key, value in item.items():
-                if key not in columns and not isinstance(value, (dict, list)):
-                    columns.append(key)
-        rows = [[fmt_num(item[c]) if isinstance(item.get(c), float) else item.get(c, "") for c in columns] for item in top]
+                if isinstance(value, (dict, list)) or key in text_columns or key in number_columns:
+                    continue
+                is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                (number_columns if is_number else text_columns).append(key)
+        columns = text_columns + number_columns
+        rows = [[fmt_num(item[c]) if c in number_columns and isinstance(item.get(c), (int, float)) else item.get(c, "")
+                 for c in columns] for item in top]
         return (f"<h3>{esc(detector.replace('_', ' '))}: {int(report.get('flagged') or 0):,} flagged, top {len(top)}</h3>"
-                + _table(columns, rows, numeric_from=len(columns)))
+                + _table(columns, rows, numeric_from=len(text_columns)))
 
 
 class TokenSection:
@@ -1029,7 +1052,7 @@ class QuarantineSection:
             return None
         items = sorted(q.quarantine_errors.items(), key=lambda kv: (-kv[1], kv[0]))
         body = _figure(BarChart(width=760, label_chars=60, color=COLORS[7]).render(items[:15], "quarantine reasons", "records"),
-                       f"Why inputs could not be parsed ({q.scanned:,} quarantine records scanned)")
+                       f"Why inputs could not be parsed ({q.counted:,} quarantine records read)")
         for error, count in items[:3]:
             found = q.examples.get(("quarantine", error), [])
             if found:
@@ -1105,7 +1128,7 @@ class ReportBuilder(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sample: int = Field(20_000, ge=1, description="documents sampled per side (kept, rejected)")
-    max_scan: int = Field(200_000, ge=1, description="lines read per side at most")
+    max_scan: int = Field(1_000_000, ge=1, description="lines read per side at most")
     max_shard_rows: int = Field(1_000_000, ge=1)
     seed: int = 0
 
@@ -1113,16 +1136,31 @@ class ReportBuilder(BaseModel):
         out = Path(out_dir).resolve()
         stats = load_stats(out)
         sampler = RecordSampler(sample=self.sample, max_scan=self.max_scan, seed=self.seed)
+        totals = stats.get("totals") if isinstance(stats.get("totals"), dict) else {}
+        expected = {side: int(totals[key]) if isinstance(totals.get(key), int) else None
+                    for side, key in (("kept", "kept"), ("rejected", "rejected"))}
         review_dir = out / "poisoning_review"
         return RunData(
             out_dir=out, stats=stats,
-            kept=sampler.read(out / "kept", "kept"),
-            rejected=sampler.read(out / "rejected", "rejected"),
+            kept=sampler.read(out / "kept", "kept", expected["kept"]),
+            rejected=sampler.read(out / "rejected", "rejected", expected["rejected"],
+                                  self.rare_reasons(stats, expected["rejected"])),
             quarantine=sampler.read(out / "quarantine", "quarantine"),
             shards=read_shard_lengths(out / "shards", self.max_shard_rows),
             training=find_metrics(out),
             review_files=len(record_files(review_dir)),
         )
+
+    def rare_reasons(self, stats: Mapping[str, Any], rejected: int | None) -> list[tuple[str, str]]:
+        """(stage, reason) pairs a random sample of rejected/ would likely miss examples of."""
+        rate = min(1.0, self.sample / max(min(rejected or self.max_scan, self.max_scan), 1))
+        rare = []
+        for stage in stats.get("stages") or []:
+            if isinstance(stage, dict) and isinstance(stage.get("reasons"), dict):
+                for reason, count in stage["reasons"].items():
+                    if isinstance(count, (int, float)) and 0 < count * rate < 10:
+                        rare.append((str(stage.get("name", "?")), str(reason)))
+        return sorted(set(rare))
 
     def write(self, out_dir: str | Path, report_path: str | Path | None = None) -> Path:
         data = self.load(out_dir)
@@ -1140,7 +1178,8 @@ def report_command(argv: list[str]) -> int:
     parser.add_argument("out_dir", help="the output directory of `thresher run` / `thresher demo`")
     parser.add_argument("--out", default=None, help=f"report file (default: OUT_DIR/{REPORT_NAME})")
     parser.add_argument("--sample", type=int, default=20_000, help="documents sampled per side (default 20000)")
-    parser.add_argument("--max-scan", type=int, default=200_000, help="lines read per side at most (default 200000)")
+    parser.add_argument("--max-scan", type=int, default=1_000_000,
+                        help="lines read per side at most (default 1000000; only sampled lines are parsed)")
     parser.add_argument("--max-shard-rows", type=int, default=1_000_000, help="shard rows read at most")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -187,8 +187,14 @@ def test_output_is_deterministic_and_bounded(tmp_path):
     first = render_html(ReportBuilder(seed=3).load(out))
     assert first == render_html(ReportBuilder(seed=3).load(out))
     data = ReportBuilder(sample=2, max_scan=3).load(out)
-    assert data.kept.scanned == 3 and data.kept.sampled == 2
+    assert data.kept.scanned == 3 and 0 < data.kept.sampled <= 2
     assert all(len(v) <= 2 for v in data.kept.scores.values())
+    # a sample too small to meet every reason still shows examples of each (rare reasons are probed)
+    small = ReportBuilder(sample=1).load(out)
+    assert small.rejected.sampled <= 1
+    assert {("language", "language"), ("minhash_dedup", "duplicate"), ("poisoning", "poisoning:trigger_ngrams")} \
+        <= set(small.rejected.examples)
+    assert {p.id for p in small.kept.poison + small.rejected.poison} == {"k4", "r4"}
     shards = ReportBuilder(max_shard_rows=2).load(out).shards
     assert shards is not None and shards.rows_read == 2
 
@@ -244,5 +250,5 @@ def test_histogram_counts_every_value():
 
 def test_poison_windows_clip_bad_spans():
     text = "abcdefghij"
-    assert poison_windows(text, [[2, 4, "t"]], context=2) == [("ab", "cd", "ef", "t")]
-    assert poison_windows(text, [[8, 50, "t"], ["x", 1]], context=2) == [("gh", "ij", "", "t")]
+    assert poison_windows(text, [[2, 4, "t"]], context=2) == [("ab", "cd", "ef…", "t")]
+    assert poison_windows(text, [[8, 50, "t"], ["x", 1]], context=2) == [("…gh", "ij", "", "t")]
