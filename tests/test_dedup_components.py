@@ -61,3 +61,19 @@ def test_not_converging_within_max_rounds_fails_loudly():
     with pytest.raises(Exception, match="did not converge in 2 .*raise max_rounds"):
         with BeamTestPipeline() as p:
             _ = p | beam.Create(edges) | ConnectedComponents(max_rounds=2)
+
+
+def test_a_100k_bucket_and_a_100k_neighbourhood_stay_linear():
+    from thresher.pipeline.dedup import _bucket_star, _large_star, _small_star
+
+    ids = [f"doc{i:06d}" for i in range(100_000)]
+    random.Random(3).shuffle(ids)
+    edges = list(_bucket_star((b"band", ids)))  # GroupByKey values are re-iterable, like a list
+    assert len(edges) == 99_999 and {u for u, _ in edges} == {"doc000000"}
+    # large-star at the centre of that star: one edge per neighbour, nothing pairwise
+    out = list(_large_star(("doc000000", [v for _, v in edges]), "changed"))
+    assert len(out) == 99_999 and all(m == "doc000000" for _, m in out)
+    # small-star at a node with 100k smaller neighbours: each relinked to the minimum once
+    out = list(_small_star(("zzz", ids), "changed"))
+    edges_out = [e for e in out if isinstance(e, tuple)]
+    assert len(edges_out) == 100_000 and all(m == "doc000000" for _, m in edges_out)
