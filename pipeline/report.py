@@ -68,7 +68,7 @@ def fmt_num(value: float) -> str:
         return f"{int(v):,}"
     if a >= 100:
         return f"{v:,.0f}"
-    if a >= 0.001 or a == 0:
+    if a >= 0.0001 or a == 0:
         return f"{v:.3g}"
     return f"{v:.1e}"
 
@@ -299,7 +299,7 @@ class Histogram:
             edges = self.edges(np.concatenate([a for a in arrays if a.size] or [np.zeros(1)]))
         counts = [np.histogram(np.clip(a, edges[0], edges[-1]), bins=edges)[0] for a in arrays]
         peak = max((int(c.max()) for c in counts if c.size), default=0) or 1
-        y_values = [t for t in nice_ticks(0, peak, 4) if t <= peak]
+        y_values = [t for t in nice_ticks(0, peak, 4) if t <= peak and t == int(t)]  # counts: whole numbers
         ax = _Axes(self.width, self.height, left=_Axes.left_for([fmt_num(t) for t in y_values]))
         svg = Svg(self.width, self.height, title)
 

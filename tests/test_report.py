@@ -230,7 +230,7 @@ def test_cli_writes_where_asked(tmp_path, capsys):
 
 def test_number_formatting_and_ticks():
     assert fmt_num(1234) == "1,234" and fmt_num(12345) == "12.3k" and fmt_num(2_500_000) == "2.5M"
-    assert fmt_num(0.8731) == "0.873" and fmt_num(0.003) == "0.003" and fmt_num(0.0003) == "3.0e-04" and fmt_num(float("nan")) == "–"
+    assert fmt_num(0.8731) == "0.873" and fmt_num(0.003) == "0.003" and fmt_num(0.0003) == "0.0003" and fmt_num(0.00003) == "3.0e-05" and fmt_num(float("nan")) == "–"
     assert nice_ticks(0, 1, 5) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(0, 1780, 5) == [0, 500, 1000, 1500]
     assert nice_ticks(3, 3) == [3, 4, 5, 6]
@@ -244,6 +244,9 @@ def test_histogram_counts_every_value():
     assert sum(counts) == len(values)
     constant = Histogram().render([Series("kept", [5.0] * 3, "#000")], "t", "x")
     assert re.findall(r"kept: (\d+) in", constant) == ["3"]
+    # y ticks of counts are whole numbers even when the peak is 1
+    tiny = Histogram().render([Series("kept", [1.0, 2.0], "#000")], "t", "x")
+    assert ">0.5<" not in tiny and ">1<" in tiny
     logged = Histogram(log_x=True).render([Series("a", np.array([1, 10, 100, 1000]), "#000")], "t", "x")
     assert ">1,000<" in logged and ">100<" in logged
 
