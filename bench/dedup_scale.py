@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     removed = count_lines(out_dir / "rejected")
     kept = count_lines(out_dir / "kept")
     stats = json.loads((next(out_dir.glob("stats*"))).read_text().splitlines()[0])
+    if removed + kept != args.docs:
+        raise SystemExit(f"accounting failed: {kept} kept + {removed} removed != {args.docs} documents")
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
