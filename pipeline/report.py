@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import gzip
 import html
 import json
 import math
 import os
 import random
+import re
 import sys
 import zlib
 from collections import Counter
@@ -414,16 +416,27 @@ def iter_lines(files: Sequence[Path], limit: int, seed: int) -> Iterator[bytes]:
     random.Random(seed).shuffle(order)
     seen = 0
     for path in order:
+        carry = b""
         try:
             with _open_binary(path) as fh:
-                for line in fh:
-                    if seen >= limit:
-                        return
-                    if line.strip():
-                        seen += 1
-                        yield line
+                while True:
+                    # big reads split here: far cheaper than readline() through gzip per line
+                    chunk = fh.read(1 << 22)
+                    if not chunk:
+                        break
+                    lines = (carry + chunk).split(b"\n")
+                    carry = lines.pop()
+                    for line in lines:
+                        if seen >= limit:
+                            return
+                        if line.strip():
+                            seen += 1
+                            yield line
         except _read_errors():
-            continue
+            pass  # a truncated file still gives the lines before the damage
+        if carry.strip() and seen < limit:
+            seen += 1
+            yield carry
 
 
 def numeric_fields(mapping: Mapping[str, Any] | None, prefix: str = "") -> dict[str, float]:
@@ -441,6 +454,7 @@ def numeric_fields(mapping: Mapping[str, Any] | None, prefix: str = "") -> dict[
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_score(name: str) -> bool:
     return not any(name == p.rstrip(".") or name.startswith(p) for p in NON_SCORE_PREFIXES)
 
@@ -512,13 +526,13 @@ class RecordSampler(BaseModel):
         replacer = random.Random(f"{self.seed}:{side}:replace")
         probes = [f'"reason"{sep}{json.dumps(reason, ensure_ascii=False)}'.encode()
                   for _, reason in wanted for sep in (":", ": ")]
-        probes += [b'"poisoning":{', b'"poisoning": {']
+        probe = re.compile(b"|".join(re.escape(p) for p in probes + [b'"poisoning":{', b'"poisoning": {']))
         reservoir: list[dict[str, float]] = []
         chosen_count = 0
         for line in iter_lines(record_files(directory), self.max_scan, self.seed):
             sample.scanned += 1
             chosen = rate >= 1.0 or chooser.random() < rate
-            if not chosen and not any(probe in line for probe in probes):
+            if not chosen and not probe.search(line):
                 continue
             try:
                 record = json.loads(line)
