@@ -255,3 +255,30 @@ def test_poison_windows_clip_bad_spans():
     text = "abcdefghij"
     assert poison_windows(text, [[2, 4, "t"]], context=2) == [("ab", "cd", "ef…", "t")]
     assert poison_windows(text, [[8, 50, "t"], ["x", 1]], context=2) == [("…gh", "ij", "", "t")]
+
+
+def test_report_of_a_real_pipeline_run(tmp_path):
+    """The output contracts the report reads (stats.json keys, rejected/ records, shards) as a real
+    run writes them: a small demo corpus through filters, PII, both dedups and tokenization."""
+    from thresher.pipeline.config import validate_config
+    from thresher.pipeline.corpus_gen import generate_demo_corpus, write_jsonl
+    from thresher.pipeline.run import run_pipeline
+
+    corpus = tmp_path / "in" / "demo.jsonl.gz"
+    write_jsonl(generate_demo_corpus(200, 0), corpus)
+    out = tmp_path / "out"
+    config = validate_config({
+        "input": {"paths": [str(corpus)], "format": "jsonl", "source_field": "source"},
+        "output": str(out),
+        "runner": {"name": "direct", "options": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}},
+        "stages": [{"name": "normalize"}, {"name": "gopher_quality"}, {"name": "pii", "action": "redact"},
+                   {"name": "exact_dedup"}, {"name": "minhash_dedup", "num_perm": 32, "threshold": 0.7},
+                   {"name": "tokenize", "vocab_size": 600, "sample_docs": 200, "shard_tokens": 20000}],
+    })
+    run_pipeline(config)
+    data = ReportBuilder().load(out)
+    page = render_html(data)
+    assert {"summary", "funnel", "rejections", "scores", "pii", "dedup", "tokens", "run"} <= _section_ids(page)
+    assert "every record accounted for" in page
+    assert data.rejected.examples and data.kept.scores.get("gopher_word_count")
+    assert data.shards is not None and data.shards.rows_read == data.stats["totals"]["kept"]
