@@ -1117,7 +1117,7 @@ figure{margin:6px 0}figcaption{font-size:12px;color:#718096;max-width:520px}
 details{margin:6px 0}summary{cursor:pointer;font-size:14px}
 .example{border-left:3px solid #cbd5e0;padding:2px 10px;margin:6px 0}
 .example .meta{font-size:12px;color:#4a5568}
-pre{white-space:pre-wrap;word-break:break-word;font-size:12px;background:#f7fafc;padding:6px 8px;margin:4px 0;max-height:220px;overflow:auto}
+pre{white-space:pre-wrap;word-break:break-word;font-size:12px;background:#f7fafc;padding:6px 8px;margin:4px 0;max-height:132px;overflow:auto}
 mark{background:#fed7d7;color:#742a2a;padding:0 1px}
 .note{font-size:13px;color:#718096}.muted{color:#718096;font-weight:normal;font-size:13px}
 .stage-block{border-top:1px solid #edf2f7;padding-top:4px}
