@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from thresher.filters.base import Stage
 from thresher.pipeline import registry
 
+AUTO_RESHUFFLE_FILES = 16
 INPUT_FORMATS = ("jsonl", "parquet", "arrow", "text", "text_lines", "hf_dataset", "warc")
 
 
@@ -47,6 +48,10 @@ class InputConfig(_Strict):
     meta_fields: list[str] = Field(default_factory=list)
     #: records larger than this are quarantined rather than processed (bytes of text)
     max_document_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    #: spread documents over workers after reading. "auto": only when there are fewer input
+    #: files than AUTO_RESHUFFLE_FILES (many files already spread the work, and a reshuffle
+    #: moves every document through the shuffle once more)
+    reshuffle: Literal["auto", "always", "never"] = "auto"
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -65,6 +70,8 @@ class OutputConfig(_Strict):
     shards: int = Field(default=4, ge=1, le=100_000)
     #: documents per BatchElements batch handed to per-document stages
     batch_size: int = Field(default=256, ge=1, le=100_000)
+    #: gzip level of kept/rejected/quarantine files: 1 is ~4x faster than 6 for ~15% more bytes
+    compression_level: int = Field(default=1, ge=0, le=9)
 
 
 class PipelineConfig(_Strict):

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from thresher.filters.base import Decision, DocumentStage, Stage, apply_decision, rejection_record
-from thresher.pipeline.config import PipelineConfig
+from thresher.pipeline.config import AUTO_RESHUFFLE_FILES, PipelineConfig
 from thresher.pipeline.io import QUARANTINE, ReadDocuments, WriteRecords, atomic_write
 from thresher.pipeline.progress import Heartbeat
 from thresher.pipeline.stage_api import CorpusStage, StageContext
@@ -196,7 +196,10 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
         | "SpreadFiles" >> beam.Reshuffle()
         | "ReadDocuments" >> beam.ParDo(ReadDocuments(config.input, progress_dir)).with_outputs(QUARANTINE, main="docs")
     )
-    docs = read.docs | "SpreadDocuments" >> beam.Reshuffle()
+    docs = read.docs
+    spread = config.input.reshuffle
+    if spread == "always" or (spread == "auto" and len(files) < AUTO_RESHUFFLE_FILES):
+        docs = docs | "SpreadDocuments" >> beam.Reshuffle()
     rejected: list[beam.PCollection] = []
     stage_stats: list[beam.PCollection] = []
     batch = config.output_options.batch_size
@@ -226,12 +229,12 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
         if result.stats is not None:
             stage_stats.append(result.stats | f"TagStats[{label}]" >> beam.Map(lambda v, lab=label: (lab, v)))
 
-    shards = config.output_options.shards
+    shards, level = config.output_options.shards, config.output_options.compression_level
     _ = (docs | "KeptRecords" >> beam.Map(kept_record)
-         | "WriteKept" >> WriteRecords(output_dir, "kept", shards))
+         | "WriteKept" >> WriteRecords(output_dir, "kept", shards, level))
     all_rejected = (rejected or [pipeline | "NoRejections" >> beam.Create([])]) | "FlattenRejected" >> beam.Flatten()
-    _ = all_rejected | "WriteRejected" >> WriteRecords(output_dir, "rejected", shards)
-    _ = read[QUARANTINE] | "WriteQuarantine" >> WriteRecords(output_dir, "quarantine", shards)
+    _ = all_rejected | "WriteRejected" >> WriteRecords(output_dir, "rejected", shards, level)
+    _ = read[QUARANTINE] | "WriteQuarantine" >> WriteRecords(output_dir, "quarantine", shards, level)
     if stage_stats:
         _ = (stage_stats | "FlattenStageStats" >> beam.Flatten()
              | "GroupStageStats" >> beam.GroupByKey()

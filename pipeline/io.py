@@ -11,11 +11,14 @@ from __future__ import annotations
 import base64
 import bz2
 import gzip
+import heapq
 import io
 import json
 import lzma
 import os
+import pickle
 import posixpath
+import uuid
 import zlib
 from typing import Any, Iterator
 
@@ -533,10 +536,10 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def deterministic_gzip(data: bytes) -> bytes:
+def deterministic_gzip(data: bytes, level: int = 6) -> bytes:
     """gzip with no timestamp or file name in the header, so equal content gives equal bytes."""
     buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=level) as gz:
         gz.write(data)
     return buf.getvalue()
 
@@ -551,21 +554,76 @@ def atomic_write(path: str, data: bytes) -> None:
     FileSystems.rename([tmp], [path])
 
 
-class WriteShard(beam.DoFn):
-    """Writes all records of one shard, sorted, as ``{kind}/part-NNNNN-of-MMMMM.jsonl.gz``."""
+SPILL_DIR = "_spill"
+SPILL_BYTES = 64 << 20  # flush a bundle's buffered records to disk past this many bytes
+
+
+class SpillRecords(beam.DoFn):
+    """Buffers a bundle's records by output shard and writes each shard's part, sorted, to a
+    temporary file; emits (shard, temporary path). Only these small tuples go through the
+    shuffle, not the documents: on the local runners every shuffled byte passes through one
+    process, and on Dataflow this is the file-sink pattern Beam's own writers use. A bundle that
+    fails and is retried leaves orphan files that nobody references; the run deletes them."""
 
     def __init__(self, output_dir: str, kind: str, shards: int):
         self.output_dir = output_dir
         self.kind = kind
         self.shards = shards
+
+    def start_bundle(self) -> None:
+        self._buffers: dict[int, list[tuple[str, str]]] = {}
+        self._bytes = 0
+
+    def process(self, record: dict):
+        key = record_key(record)
+        line = encode_record(record)
+        self._buffers.setdefault(shard_of(key, self.shards), []).append((key, line))
+        self._bytes += len(line)
+        if self._bytes >= SPILL_BYTES:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for item in self._flush():
+            yield WindowedValue(item, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+    def _flush(self) -> list[tuple[int, str]]:
+        written = []
+        for shard, items in sorted(self._buffers.items()):
+            items.sort()
+            path = posixpath.join(self.output_dir, SPILL_DIR, self.kind, f"{shard:05d}-{uuid.uuid4().hex}.pkl")
+            with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                fh.write(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
+            written.append((shard, path))
+        self._buffers = {}
+        self._bytes = 0
+        return written
+
+
+class WriteShard(beam.DoFn):
+    """Merges the spilled parts of one shard into ``{kind}/part-NNNNN-of-MMMMM.jsonl.gz``, sorted
+    by id, so the file is the same whatever the worker count or bundle boundaries."""
+
+    def __init__(self, output_dir: str, kind: str, shards: int, compression_level: int):
+        self.output_dir = output_dir
+        self.kind = kind
+        self.shards = shards
+        self.compression_level = compression_level
         self.written = Metrics.counter("thresher", f"written_{kind}")
 
     def process(self, element: tuple[int, Any]):
-        shard, records = element
-        lines = sorted((record_key(r), encode_record(r)) for r in records)
+        shard, paths = element
+        parts = []
+        for path in sorted(paths):
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                parts.append(pickle.loads(fh.read()))
+        lines = list(heapq.merge(*parts))
         payload = "".join(line + "\n" for _, line in lines).encode("utf-8")
         name = f"part-{shard:05d}-of-{self.shards:05d}.jsonl.gz"
-        atomic_write(posixpath.join(self.output_dir, self.kind, name), deterministic_gzip(payload))
+        atomic_write(posixpath.join(self.output_dir, self.kind, name), deterministic_gzip(payload, self.compression_level))
+        FileSystems.delete(sorted(paths))
         self.written.inc(len(lines))
         yield name
 
@@ -574,17 +632,17 @@ class WriteRecords(beam.PTransform):
     """Deterministic sharded output: records go to a fixed shard by a hash of their id, each shard
     is sorted, so the files are identical whatever the worker count or bundle order."""
 
-    def __init__(self, output_dir: str, kind: str, shards: int):
+    def __init__(self, output_dir: str, kind: str, shards: int, compression_level: int = 6):
         super().__init__()
         self.output_dir = output_dir
         self.kind = kind
         self.shards = shards
+        self.compression_level = compression_level
 
     def expand(self, records):
-        shards = self.shards
         return (
             records
-            | "KeyByShard" >> beam.Map(lambda r: (shard_of(record_key(r), shards), r))
+            | "Spill" >> beam.ParDo(SpillRecords(self.output_dir, self.kind, self.shards))
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(WriteShard(self.output_dir, self.kind, shards))
+            | "WriteShard" >> beam.ParDo(WriteShard(self.output_dir, self.kind, self.shards, self.compression_level))
         )

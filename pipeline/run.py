@@ -19,12 +19,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from thresher.pipeline.config import ConfigError, PipelineConfig
 from thresher.pipeline.graph import NAMESPACE, STATS_DIR, build_graph, stage_label
-from thresher.pipeline.io import atomic_write, match_inputs
+from thresher.pipeline.io import SPILL_DIR, atomic_write, match_inputs
 from thresher.pipeline.progress import Progress
 
 RUNNER_NAMES = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
                 "spark": "SparkRunner", "prism": "PrismRunner"}
-OUTPUT_PARTS = ("kept", "rejected", "quarantine", "shards", STATS_DIR, "_progress", "stats.json")
+OUTPUT_PARTS = ("kept", "rejected", "quarantine", "shards", STATS_DIR, SPILL_DIR, "_progress", "stats.json",
+                "report.html")
 VERSIONED_PACKAGES = ("thresher", "apache-beam", "pydantic", "numpy", "pyarrow", "datasketch",
                       "fasttext-community", "cld3-py", "sentencepiece", "torch")
 
@@ -172,6 +173,9 @@ def run_pipeline(config: PipelineConfig, beam_args: list[str] | None = None,
         result = pipeline.run()
         result.wait_until_finish()
     wall = time.perf_counter() - start
+    spill = posixpath.join(output_dir, SPILL_DIR)
+    if FileSystems.exists(spill):  # parts of retried bundles that nobody read
+        FileSystems.delete([spill])
     stats = collect_stats(config, _counters(result), _read_stage_stats(output_dir), wall, str(runner))
     stats["input_files"] = len(files)
     atomic_write(posixpath.join(output_dir, "stats.json"),
