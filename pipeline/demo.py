@@ -1,5 +1,7 @@
-"""`thresher demo`: generate the built-in demo corpus, run configs/demo.yaml over it, print the
-summary. Needs no download: language id uses cld3, whose model is inside its wheel."""
+"""`thresher demo`: generate the built-in demo corpus, run configs/demo.yaml over it, train the
+tiny model on the shards it wrote (configs/train-tiny.yaml), and write the HTML report. Needs no
+download: language id uses cld3, whose model is inside its wheel, and the classifiers ship with
+the package."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from thresher.pipeline.commands import print_problems, print_summary
 from thresher.pipeline.config import ConfigError, apply_overrides, load_yaml, validate_config
 
 DEMO_CONFIG = "demo.yaml"
+DEMO_TRAIN_CONFIG = "train-tiny.yaml"
 
 
-def demo_config_path() -> Path:
-    return Path(str(resources.files("thresher.configs").joinpath(DEMO_CONFIG)))
+def demo_config_path(name: str = DEMO_CONFIG) -> Path:
+    return Path(str(resources.files("thresher.configs").joinpath(name)))
 
 
 def demo_command(argv: list[str]) -> int:
@@ -25,6 +28,7 @@ def demo_command(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="DirectRunner worker processes (default: cores)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
+    parser.add_argument("--train-steps", type=int, default=200, help="steps of the tiny training run (0: skip)")
     args = parser.parse_args(argv)
 
     from thresher.pipeline.corpus_gen import generate_demo_corpus, write_jsonl
@@ -45,8 +49,35 @@ def demo_command(argv: list[str]) -> int:
         print_problems(str(demo_config_path()), exc)
         return 1
     print_summary(result.stats, result.output_dir)
+    if not result.accounted:
+        return 3
+    if args.train_steps:
+        train_demo_model(out, args.train_steps, args.seed)
+    from thresher.pipeline.report import ReportBuilder
+
+    report = ReportBuilder(seed=args.seed).write(str(out), None)
     print(f"\nkept documents: {out}/kept/   rejections with reasons: {out}/rejected/   stats: {out}/stats.json")
-    return 0 if result.accounted else 3
+    print(f"token shards: {out}/shards/   model: {out}/train/   report: {report}")
+    return 0
+
+
+def train_demo_model(out: Path, steps: int, seed: int) -> None:
+    """The tiny model of configs/train-tiny.yaml on the demo's shards, on CPU in a few minutes."""
+    import json
+    import shutil
+
+    from thresher.training.config import load_train_config
+    from thresher.training.loop import train
+
+    vocab = json.loads((out / "shards" / "manifest.json").read_text())["vocab_size"]
+    cfg = load_train_config(demo_config_path(DEMO_TRAIN_CONFIG), {
+        "shards": str(out / "shards"), "out": str(out / "train"), "steps": steps, "seed": seed,
+        "model.vocab_size": vocab, "resume": False})
+    shutil.rmtree(out / "train", ignore_errors=True)  # the demo always trains from scratch
+    print(f"\ntraining the tiny model for {steps} steps on {out / 'shards'} ...")
+    final = train(cfg)
+    summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in final.items())
+    print(f"training done: {summary}")
 
 
 if __name__ == "__main__":

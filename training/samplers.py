@@ -17,7 +17,6 @@ tensors and numbers only, so a checkpoint restores the exact stream (``torch.loa
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ import torch
 
 from thresher.tokenization.shards import check_columns, open_local_shard
 
+from thresher.tokenization.manifest import parse_manifest
+
 from .config import ActiveSamplerConfig, CurriculumSamplerConfig, UniformSamplerConfig
 
 
@@ -36,8 +37,8 @@ def shard_paths(location: str | Path) -> list[Path]:
     location = Path(location)
     manifest = location / "manifest.json" if location.is_dir() else location
     if manifest.is_file() and manifest.suffix == ".json":
-        entries = json.loads(manifest.read_text()).get("shards", [])
-        paths = [manifest.parent / (e["name"] if isinstance(e, dict) else e) for e in entries]
+        entries = parse_manifest(manifest.read_bytes(), str(manifest))["shards"]
+        paths = [manifest.parent / entry["file"] for entry in entries]
     elif location.is_dir():
         paths = sorted(p for p in location.glob("*.arrow") if not p.name.startswith("scores-"))
     elif location.is_file():
