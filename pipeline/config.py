@@ -35,13 +35,18 @@ class _Strict(BaseModel):
 
 
 class InputConfig(_Strict):
+    #: files to read: globs, local or any file system Beam knows (gs://, s3://); for hf_dataset, directories
     paths: list[str] = Field(min_length=1)
+    #: jsonl (.gz, .zst), parquet, arrow (IPC file or stream), text (a document per file),
+    #: text_lines (a document per non-blank line), hf_dataset (save_to_disk), warc (WARC/WET)
     format: Literal[INPUT_FORMATS] = "jsonl"  # type: ignore[valid-type]
+    #: field holding the document text
     text_field: str = "text"
     #: field holding the document id; when absent from a record, the id is derived from file + line
     id_field: str | None = "id"
     #: field holding the source name; else ``source`` below; else the file's path relative to its glob root
     source_field: str | None = None
+    #: one source name for every document of this input
     source: str | None = None
     #: top-level record fields copied into ``meta`` (e.g. [url, date]); a record's own ``meta``
     #: object is always kept
@@ -60,7 +65,10 @@ class InputConfig(_Strict):
 
 
 class RunnerConfig(_Strict):
+    #: direct, dataflow, flink, spark, prism, or any Beam runner class name
     name: str = "direct"
+    #: Beam pipeline options (e.g. direct_num_workers, direct_running_mode, project, region);
+    #: flags after `--` on the command line override them
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -75,11 +83,17 @@ class OutputConfig(_Strict):
 
 
 class PipelineConfig(_Strict):
+    #: what to read (below)
     input: InputConfig
+    #: the output directory (local or gs://): kept/, rejected/, quarantine/, shards/, stats.json
     output: str
+    #: where to run (below)
     runner: RunnerConfig = RunnerConfig()
+    #: how to write (below)
     output_options: OutputConfig = OutputConfig()
+    #: the run's seed; stages without their own seed use it
     seed: int = 0
+    #: the stages, in order (see Stages)
     stages: list[Stage] = Field(default_factory=list)
 
     def config_hash(self) -> str:

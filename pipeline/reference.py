@@ -1,0 +1,97 @@
+"""The config reference, generated from the schema: every top-level key and every stage's
+parameters with type, default and constraints. `docs/config-reference.md` is its output
+(`python -m thresher.pipeline.reference > docs/config-reference.md`); a test keeps them in sync."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import typing
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from thresher.pipeline import registry
+from thresher.pipeline.config import InputConfig, OutputConfig, PipelineConfig, RunnerConfig
+
+
+def _type_name(annotation) -> str:
+    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
+    for noise in ("typing.", "thresher.filters.", "thresher.pipeline.", "<class '", "'>"):
+        text = text.replace(noise, "")
+    return text.replace("NoneType", "None")
+
+
+def _constraints(info) -> str:
+    parts = []
+    for item in info.metadata:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "min length")):
+            value = getattr(item, attr, None)
+            if value is not None:
+                parts.append(f"{symbol} {value}")
+    return ", ".join(parts)
+
+
+def _default(info) -> str:
+    if info.default is PydanticUndefined and info.default_factory is None:
+        return "required"
+    value = info.default_factory() if info.default_factory is not None else info.default
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    return f"`{value!r}`" if not isinstance(value, str) else f'`"{value}"`'
+
+
+def _field_docs(model: type[BaseModel]) -> dict[str, str]:
+    """Descriptions from ``Field(description=...)`` or the ``#:`` comment above a field."""
+    docs = {name: info.description for name, info in model.model_fields.items() if info.description}
+    try:
+        source = inspect.getsource(model).splitlines()
+    except (OSError, TypeError):
+        return docs
+    pending: list[str] = []
+    for line in source:
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        name = stripped.split(":", 1)[0].strip()
+        if pending and name in model.model_fields:
+            docs.setdefault(name, " ".join(pending))
+        pending = []
+    return docs
+
+
+def model_table(model: type[BaseModel]) -> list[str]:
+    docs = _field_docs(model)
+    rows = ["| key | type | default | constraints | meaning |", "| --- | --- | --- | --- | --- |"]
+    for name, info in model.model_fields.items():
+        meaning = (docs.get(name) or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | `{_type_name(info.annotation)}` | {_default(info)} | {_constraints(info)} | {meaning} |")
+    return rows
+
+
+def render_reference() -> str:
+    lines = [
+        "# Config reference",
+        "",
+        "Generated from the schema by `python -m thresher.pipeline.reference`; do not edit by hand.",
+        "Unknown keys are errors. `thresher validate CONFIG` checks a file against all of this.",
+        "",
+        "## Top level",
+        "",
+        *model_table(PipelineConfig),
+        "",
+        "`stages` is a list; each entry is `{name: STAGE, ...its parameters}`, run in order.",
+    ]
+    for title, model in (("input", InputConfig), ("runner", RunnerConfig), ("output_options", OutputConfig)):
+        lines += ["", f"## `{title}`", "", *model_table(model)]
+    lines += ["", "## Stages", ""]
+    for name in registry.stage_names():
+        cls = registry.stage_class(name)
+        summary = (inspect.getdoc(cls) or "").strip().split("\n\n")[0].replace("\n", " ")
+        lines += [f"### `{name}` ({cls.kind} stage)", "", summary, "", *model_table(cls), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_reference())
