@@ -16,10 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Take this folder off sys.path before anything else is imported: a bench script named like a
-# standard module (bench/tokenize.py) would otherwise shadow it.
 BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402

@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/tokenize.py shares its name with the stdlib `tokenize` module: keep this folder off the path
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import argparse  # noqa: E402
 import tempfile  # noqa: E402

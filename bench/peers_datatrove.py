@@ -27,8 +27,6 @@ import sys
 
 # This folder is sys.path[0]; a bench script named like a standard module (bench/tokenize.py)
 # would shadow it inside datatrove's imports. Drop it before importing anything else.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -6,16 +6,13 @@ article, plus the Common Crawl samples (../shared/data/web). The model is a BPE 
 trained by thresher on a 300-document seeded sample of the same text (byte fallback, identity
 normalisation: the stage defaults). Every row encodes the same documents with the same model.
 
-    python bench/tokenize.py [--repeat 3]
+    python bench/tokenize_throughput.py [--repeat 3]
 """
 
 from __future__ import annotations
 
 import os
 import sys
-
-# this script shares its name with the stdlib `tokenize` module: keep its folder off the import path
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import argparse  # noqa: E402
 import json  # noqa: E402
