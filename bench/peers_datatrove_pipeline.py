@@ -32,7 +32,7 @@ word tokenizer is spaCy's blank pipeline (no model download); NLTK data is point
 directory so any hidden reach for punkt fails loudly.
 
 Prints one JSON line: per executor the wall seconds and datatrove's per-step stats (each step's
-own time and counters), the total seconds, and the document counts after filtering and dedup.
+own time and counters), the total wall and CPU seconds, and the document counts after filtering and dedup.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> dict:
         ],
     }
     report: dict = {"executors": [], "seconds": 0.0}
+    start_cpu = time.process_time()
     for i, (label, pipeline) in enumerate(executors.items()):
         # the buckets step needs one task per band; they run one after another in this process
         tasks = args.bands if label.startswith("minhash 2") else 1
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> dict:
         seconds = time.perf_counter() - start
         report["seconds"] += seconds
         report["executors"].append({"label": label, "seconds": seconds, "steps": step_stats(stats)})
+    report["cpu_seconds"] = time.process_time() - start_cpu
     steps = report["executors"]
     report["read"] = _counter(steps[0]["steps"], "READER", "documents")
     report["after_filters"] = _counter(steps[0]["steps"], "WRITER", "total")
