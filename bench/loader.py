@@ -14,9 +14,7 @@ document boundaries; MosaicML Streaming yields documents, packed here by a small
 
 from __future__ import annotations
 
-import os
 import sys
-
 
 import argparse  # noqa: E402
 import tempfile  # noqa: E402

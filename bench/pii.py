@@ -10,10 +10,6 @@ here), when presidio-analyzer is installed.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-
 import argparse
 import json
 import logging

@@ -11,7 +11,6 @@ normalisation: the stage defaults). Every row encodes the same documents with th
 
 from __future__ import annotations
 
-import os
 import sys
 
 import argparse  # noqa: E402

@@ -9,10 +9,6 @@ model never saw these tweets. alt-profanity-check was trained on other data and 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-
 import argparse
 import sys
 import time

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
-import json
 import random
 import sys
 import tempfile
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from thresher.filters.fasttext_classifier import LABEL_PREFIX, label_name, preprocess
+from thresher.filters.jsonl import json_objects, open_text
 
 
 class TrainingDataError(ValueError):
@@ -38,12 +37,6 @@ class Example:
     label: str
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8", newline="")
-
-
 def _is_jsonl(path: Path) -> bool:
     name = path.name.removesuffix(".gz")
     return name.endswith((".jsonl", ".json", ".ndjson"))
@@ -54,18 +47,16 @@ def read_labelled_file(path: Path, text_field: str = "text", label_field: str = 
     if not path.exists():
         raise TrainingDataError(f"{path}: file not found")
     examples: list[Example] = []
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         if _is_jsonl(path):
-            for line_no, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TrainingDataError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+            try:
+                records = list(json_objects(handle, path))
+            except ValueError as exc:
+                raise TrainingDataError(str(exc)) from None
+            for line_no, record in records:
                 for column in (text_field, label_field):
                     if column not in record:
-                        raise TrainingDataError(f"{path}:{line_no}: no {column!r} field "
+                        raise TrainingDataError(f"{path} line {line_no}: no {column!r} field "
                                                 f"(fields: {sorted(record)})")
                 examples.append(Example(str(record[text_field]), str(record[label_field])))
         else:
@@ -87,20 +78,18 @@ def read_label_file(path: Path, label: str, text_field: str = "text") -> list[Ex
     if not path.exists():
         raise TrainingDataError(f"{path}: file not found (for label {label!r})")
     examples: list[Example] = []
-    with _open_text(path) as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            if _is_jsonl(path):
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TrainingDataError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+    with open_text(path) as handle:
+        if _is_jsonl(path):
+            try:
+                records = list(json_objects(handle, path))
+            except ValueError as exc:
+                raise TrainingDataError(str(exc)) from None
+            for line_no, record in records:
                 if text_field not in record:
-                    raise TrainingDataError(f"{path}:{line_no}: no {text_field!r} field")
+                    raise TrainingDataError(f"{path} line {line_no}: no {text_field!r} field")
                 examples.append(Example(str(record[text_field]), label))
-            else:
-                examples.append(Example(line.rstrip("\n"), label))
+        else:
+            examples += [Example(line.rstrip("\n"), label) for line in handle if line.strip()]
     if not examples:
         raise TrainingDataError(f"{path}: no examples for label {label!r} (empty file)")
     return examples

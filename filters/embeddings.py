@@ -26,6 +26,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from thresher.filters.jsonl import json_objects, open_text
+
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 
 
@@ -95,21 +97,15 @@ def iter_texts(paths: Iterable[str | Path], text_field: str = "text") -> Iterato
     for path in paths:
         path = Path(path)
         name = path.name
-        opener = gzip.open if name.endswith(".gz") else open
         if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
-            with opener(path, "rt", encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path} line {number}: not JSON ({exc})") from None
-                    text = record.get(text_field) if isinstance(record, dict) else None
+            with open_text(path) as handle:
+                for number, record in json_objects(handle, path):
+                    text = record.get(text_field)
                     if not isinstance(text, str):
                         raise ValueError(f"{path} line {number}: no string field {text_field!r}")
                     yield text
         else:
+            opener = gzip.open if name.endswith(".gz") else open
             with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
                 yield handle.read()
 

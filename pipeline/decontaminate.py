@@ -17,7 +17,6 @@ to name the matched n-grams and to find their character spans for masking.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from thresher.filters.base import Document
+from thresher.filters.jsonl import json_objects, open_text
 from thresher.filters.minhash import SEPARATOR_CLASS, ngram_hash64, shingle_hash_batch
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
@@ -69,18 +69,11 @@ class EvalSet(BaseModel):
                 columns = [split[f] for f in fields]
                 out.extend("\n".join(_as_text(v) for v in row) for row in zip(*columns))
             return out
-        opener = _open_text(self.path)
-        with opener as handle:
+        with open_text(self.path) as handle:
             if fmt == "text":
                 return [line.strip() for line in handle if line.strip()]
             out = []
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"eval set {self.name!r}: {self.path} line {number}: {err}") from err
+            for number, record in json_objects(handle, f"eval set {self.name!r}: {self.path}"):
                 missing = [f for f in fields if f not in record]
                 if missing:
                     raise ValueError(f"eval set {self.name!r}: {self.path} line {number} lacks {missing}")
@@ -94,14 +87,6 @@ def _as_text(value) -> str:
     if isinstance(value, (list, tuple)):
         return "\n".join(_as_text(v) for v in value)
     return str(value)
-
-
-def _open_text(path: str):
-    if path.endswith(".gz"):
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
 
 
 class EvalIndex:

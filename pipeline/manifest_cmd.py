@@ -13,21 +13,15 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from thresher.filters.jsonl import json_objects, open_text
 from thresher.filters.poison_detectors import manifest_key, text_sha256
 
 
 def _records(paths: list[str]) -> Iterator[dict]:
     for path in paths:
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path} line {number}: not JSON: {err}") from err
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str) or "id" not in record:
+        with open_text(path) as fh:
+            for number, record in json_objects(fh, path):
+                if not isinstance(record.get("text"), str) or "id" not in record:
                     raise ValueError(f"{path} line {number}: expected an object with 'id' and 'text'")
                 yield record
 
@@ -126,14 +120,11 @@ def _texts(files: list[str], field: str) -> Iterator[str]:
     for path in files:
         name = path[:-3] if path.endswith(".gz") else path
         if name.endswith((".jsonl", ".json")):
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as fh:
-                for number, line in enumerate(fh, 1):
-                    if line.strip():
-                        record = json.loads(line)
-                        if not isinstance(record.get(field), str):
-                            raise ValueError(f"{path} line {number}: no text field {field!r}")
-                        yield record[field]
+            with open_text(path) as fh:
+                for number, record in json_objects(fh, path):
+                    if not isinstance(record.get(field), str):
+                        raise ValueError(f"{path} line {number}: no text field {field!r}")
+                    yield record[field]
         else:
             text = Path(path).read_text(encoding="utf-8")
             yield from (block for block in text.split("\n\n") if block.strip())

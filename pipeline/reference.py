@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-import typing
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined

@@ -16,7 +16,7 @@ name and are renamed, so a reader never sees a partial shard.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import apache_beam as beam
 import numpy as np
@@ -42,27 +42,18 @@ from thresher.tokenization.spm import Encoder, TrainerConfig, sha256_hex, train_
 
 #: Shards per hash group: a group is held in one worker's memory while it is cut into shards.
 SHARDS_PER_GROUP = 4
-TRAINING_FIELDS = ("model_type", "vocab_size", "byte_fallback", "character_coverage", "user_defined_symbols",
-                   "normalization_rule_name", "remove_extra_whitespaces", "hard_vocab_limit", "sample_docs")
 
 
-class TokenizeStage(CorpusStage):
+class TokenizeStage(CorpusStage, TrainerConfig):
     """Train (or load) a SentencePiece model, encode every document, write Arrow shards.
 
     Kept documents pass through unchanged; the shards and ``manifest.json`` go to ``OUT/shards/``.
+    The SentencePiece training keys are those of ``thresher.tokenization.spm.TrainerConfig``.
     """
 
     name: ClassVar[str] = "tokenize"
 
     model_path: str | None = None
-    model_type: Literal["bpe", "unigram"] = "bpe"
-    vocab_size: int = Field(32000, ge=16, le=1 << 22)
-    byte_fallback: bool = True
-    character_coverage: float = Field(0.9995, gt=0.0, le=1.0)
-    user_defined_symbols: tuple[str, ...] = ()
-    normalization_rule_name: Literal["identity", "nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf"] = "identity"
-    remove_extra_whitespaces: bool = False
-    hard_vocab_limit: bool = True
     sample_docs: int = Field(100_000, ge=1)
     seed: int | None = None
     shard_tokens: int = Field(16_777_216, ge=1, lt=2**31)
@@ -71,7 +62,8 @@ class TokenizeStage(CorpusStage):
 
     @model_validator(mode="after")
     def _model_path_or_training(self) -> "TokenizeStage":
-        clash = sorted(f for f in TRAINING_FIELDS if f in self.model_fields_set)
+        training = set(TrainerConfig.model_fields) | {"sample_docs"}
+        clash = sorted(training & self.model_fields_set)
         if self.model_path is not None and clash:
             raise ValueError(f"model_path loads an existing tokenizer; training parameters {clash} would be ignored")
         return self
@@ -88,12 +80,7 @@ class TokenizeStage(CorpusStage):
         return []
 
     def trainer_config(self) -> TrainerConfig:
-        return TrainerConfig(model_type=self.model_type, vocab_size=self.vocab_size, byte_fallback=self.byte_fallback,
-                             character_coverage=self.character_coverage,
-                             user_defined_symbols=self.user_defined_symbols,
-                             normalization_rule_name=self.normalization_rule_name,
-                             remove_extra_whitespaces=self.remove_extra_whitespaces,
-                             hard_vocab_limit=self.hard_vocab_limit)
+        return TrainerConfig(**self.model_dump(include=set(TrainerConfig.model_fields)))
 
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
         label = ctx.label

@@ -15,6 +15,17 @@ if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: intra-op threads only add contention on a 2-core machine (10x slower seen)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

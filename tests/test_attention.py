@@ -21,13 +21,7 @@ B, H, T, D = 2, 2, 64, 16
 DOCS = torch.tensor([[0] * 20 + [1] * 30 + [2] * 14, [7] * 64])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add contention on a shared machine (10x slower seen here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def qkv(seed: int = 0, scale: float = 1.0, requires_grad: bool = False):

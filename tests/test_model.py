@@ -9,13 +9,7 @@ from thresher.training.model import GPT, ModelConfig, shift_targets
 VOCAB = 97
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add contention on a shared machine (10x slower seen here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(attention="sdpa", params=None, **kw) -> GPT:

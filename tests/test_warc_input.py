@@ -4,8 +4,6 @@ records before the cut."""
 
 import gzip
 
-import pytest
-
 from conftest import read_output, shared_file
 from thresher.pipeline.config import validate_config
 from thresher.pipeline.run import run_pipeline

@@ -16,7 +16,6 @@ from typing import Any
 
 import fsspec
 import numpy as np
-import pyarrow as pa
 
 from thresher.tokenization.manifest import MANIFEST_NAME, ManifestError, parse_manifest
 from thresher.tokenization.shards import ShardError, check_columns, open_local_shard, read_stream
