@@ -16,6 +16,7 @@ name and are renamed, so a reader never sees a partial shard.
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any, ClassVar
 
 import apache_beam as beam
@@ -85,7 +86,7 @@ class TokenizeStage(CorpusStage, TrainerConfig):
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
         label = ctx.label
         seed = ctx.seed if self.seed is None else self.seed
-        shards_dir = FileSystems.join(ctx.output_dir, "shards")
+        shards_dir = posixpath.join(ctx.output_dir, "shards")  # at graph time: no file system needed
 
         if self.model_path is not None:
             model = docs.pipeline | f"{label}/LoadModel" >> beam.Create([_read_bytes(self.model_path)])
