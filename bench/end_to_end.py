@@ -104,8 +104,6 @@ def main() -> int:
             parser.error(f"{what} {path} does not exist (lid.176: `thresher models fetch lid176`)")
 
     docs, real = mixed_corpus(args.docs)
-    # WikiText titles repeat (several articles are titled "<unk> <unk>"), and dedup needs unique ids
-    docs = [{**doc, "id": f"{i:07d}:{doc['id']}"} for i, doc in enumerate(docs)]
     step = max(1, len(docs) // args.datatrove_docs)
     subset = docs[::step]
     sample = docs[:: max(1, len(docs) // args.tokenizer_sample)]

@@ -20,15 +20,19 @@ def wikitext_articles(data: Path = SHARED_DATA) -> list[dict]:
             continue
         current: list[str] = []
         title = None
+
+        def flush() -> None:
+            if title and current:  # titles repeat ("<unk> <unk>"): the article's position keeps ids unique
+                docs.append({"id": f"{name}:{len(docs)}:{title}", "text": "\n".join(current).strip(),
+                             "source": "wikitext"})
+
         for line in path.read_text(encoding="utf-8").splitlines():
             if ARTICLE_TITLE.match(line):
-                if title and current:
-                    docs.append({"id": f"{name}:{title}", "text": "\n".join(current).strip(), "source": "wikitext"})
+                flush()
                 title, current = line.strip(" ="), []
             elif line.strip():
                 current.append(line.strip())
-        if title and current:
-            docs.append({"id": f"{name}:{title}", "text": "\n".join(current).strip(), "source": "wikitext"})
+        flush()
     return docs
 
 
