@@ -489,8 +489,8 @@ def run_ablation(size_name: str, work: Path, device_name: str, workers: int, thr
     lines.append(f"poisoned documents in the curated run: {fate}; kept documents with the trigger: "
                  f"{trigger_in_kept(work / 'curated')}")
     lines.append(f"time: build {build_s:.0f} s, pipelines {sum(seconds.values()):.0f} s, training+eval "
-                 f"{train_s:.0f} s, total {time.perf_counter() - t0:.0f} s; {platform.machine()} "
-                 f"{platform.processor() or ''} torch {torch.__version__}, {torch.get_num_threads()} threads")
+                 f"{train_s:.0f} s, total {time.perf_counter() - t0:.0f} s; {platform.machine()}, "
+                 f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     return "\n".join(lines)
 
 
