@@ -35,14 +35,20 @@ import numpy as np
 import xxhash
 
 WORD = re.compile(r"\w+")
+#: redaction placeholders (``|||EMAIL_ADDRESS|||``, the pii stage's convention): every redacted
+#: document shares them, so as words they would look like a planted campaign
+PLACEHOLDER = re.compile(r"\|\|\|[A-Z0-9_]+\|\|\|")
 FORMAT_VERSION = 1
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 BOS_HASH = np.uint64(0x9E3779B97F4A7C15)  # stands for "start of document" before the first word
 
 
 def words_with_spans(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Lowercased words and their (start, end) character spans in ``text``."""
+    """Lowercased words and their (start, end) character spans in ``text``; redaction placeholders
+    are not words."""
     words, spans = [], []
+    if "|||" in text:
+        text = PLACEHOLDER.sub(lambda m: " " * len(m.group(0)), text)  # same length: spans stay valid
     for m in WORD.finditer(text):
         words.append(m.group(0).lower())
         spans.append(m.span())

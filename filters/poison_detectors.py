@@ -280,16 +280,20 @@ class CandidateScanner:
     A candidate has sketched document frequency >= ``min_docs`` and lift (sketched df over
     expected df + 0.5) >= ``min_lift``: the least strict of the trigger and payload settings, so
     every n-gram either detector could flag is counted exactly. The sketch overcounts, never
-    undercounts, so nothing that passes the exact tests is missed here."""
+    undercounts, so nothing that passes the exact tests is missed here. N-grams in more than
+    ``max_doc_fraction`` of the documents are not candidates: an attack that common is no longer
+    rare, and without this cap templated text (site chrome, boilerplate phrases) makes nearly
+    every n-gram occurrence a candidate and the exact counting pass explodes."""
 
     def __init__(self, corpus: CorpusSketch, lm: NgramLM | None, sizes: list[int], min_docs: int,
                  min_lift: float, continuation_words: int, payload_sizes: list[int],
-                 reference_sigmas: float = 3.0):
+                 reference_sigmas: float = 3.0, max_doc_fraction: float = 1.0):
         self.corpus = corpus
         self.lm = lm
         self.sizes = sorted(set(sizes))
         self.payload_sizes = set(payload_sizes)
         self.min_docs = min_docs
+        self.max_docs = max(min_docs, int(max_doc_fraction * corpus.docs))
         self.min_lift = min_lift
         self.continuation_words = continuation_words
         # an expectation scaled up from a reference's counts carries their sampling noise: its
@@ -320,7 +324,7 @@ class CandidateScanner:
                 valid &= batch.end_of[: len(hashes)] == batch.end_of[np.minimum(starts + n - 1, total - 1)]
             starts = starts[valid]
             df = self.corpus.sketch.query(hashes[starts])
-            keep = df >= self.min_docs
+            keep = (df >= self.min_docs) & (df <= self.max_docs)
             starts, df = starts[keep], df[keep]
             if len(starts) == 0:
                 continue

@@ -39,7 +39,11 @@ def demo_command(argv: list[str]) -> int:
     count = write_jsonl(generate_demo_corpus(args.docs, args.seed), corpus)
     print(f"generated {count:,} demo documents -> {corpus}")
 
-    overrides = [f"input.paths=['{corpus}']", f"output={out}", f"seed={args.seed}"]
+    reference = out / "input" / "poisoning-reference.npz"
+    train_poisoning_reference(reference, args.docs, args.seed)
+    poisoning = _stage_index(load_yaml(demo_config_path()), "poisoning")
+    overrides = [f"input.paths=['{corpus}']", f"output={out}", f"seed={args.seed}",
+                 f"stages.{poisoning}.reference_model={reference}"]
     if args.workers:
         overrides.append(f"runner.options.direct_num_workers={args.workers}")
     try:
@@ -59,6 +63,21 @@ def demo_command(argv: list[str]) -> int:
     print(f"\nkept documents: {out}/kept/   rejections with reasons: {out}/rejected/   stats: {out}/stats.json")
     print(f"token shards: {out}/shards/   model: {out}/train/   report: {report}")
     return 0
+
+
+def _stage_index(config: dict, name: str) -> int:
+    return next(i for i, stage in enumerate(config["stages"]) if stage["name"] == name)
+
+
+def train_poisoning_reference(path: Path, docs: int, seed: int) -> None:
+    """The poisoning stage's idea of ordinary text: a word trigram model of vetted clean text. Here
+    that is a separately generated sample of the demo's articles (another seed, never poisoned);
+    with real data, use text you trust (`thresher poisoning train-reference`)."""
+    from thresher.filters.ngram_lm import NgramLM
+    from thresher.pipeline.corpus_gen import iter_corpus
+
+    clean = (d["text"] for d in iter_corpus(docs, seed=seed + 10_007, mix={"article": 1.0}, id_prefix="ref"))
+    NgramLM.train(clean).save(path)
 
 
 def train_demo_model(out: Path, steps: int, seed: int) -> None:

@@ -235,7 +235,8 @@ class _Scan(beam.DoFn):
             limits = [(x.min_docs, x.min_lift) for x in (t, p) if x.enabled]
             self.scanner = CandidateScanner(
                 corpus, self.lm, s.ngram_sizes(), min(m for m, _ in limits), min(l for _, l in limits),
-                p.continuation_words, p.ngram_sizes if p.enabled else [], s.reference_sigmas)
+                p.continuation_words, p.ngram_sizes if p.enabled else [], s.reference_sigmas,
+                s.trigger_ngrams.max_doc_fraction)
         tokens = [DocumentTokens.of(doc["text"], self.hasher) for doc in batch]
         ids = [str(doc["id"]) for doc in batch]
         if self.scanner is not None:
