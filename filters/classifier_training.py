@@ -42,6 +42,19 @@ def _is_jsonl(path: Path) -> bool:
     return name.endswith((".jsonl", ".json", ".ndjson"))
 
 
+def _json_records(handle, path: Path, fields: tuple[str, ...]) -> list[dict]:
+    """The JSON-lines records of ``handle``, each checked to have ``fields``."""
+    try:
+        records = list(json_objects(handle, path))
+    except ValueError as exc:
+        raise TrainingDataError(str(exc)) from None
+    for line_no, record in records:
+        for column in fields:
+            if column not in record:
+                raise TrainingDataError(f"{path} line {line_no}: no {column!r} field (fields: {sorted(record)})")
+    return [record for _, record in records]
+
+
 def read_labelled_file(path: Path, text_field: str = "text", label_field: str = "label") -> list[Example]:
     """Examples from one JSON lines or CSV file with a text and a label column."""
     if not path.exists():
@@ -49,15 +62,7 @@ def read_labelled_file(path: Path, text_field: str = "text", label_field: str = 
     examples: list[Example] = []
     with open_text(path) as handle:
         if _is_jsonl(path):
-            try:
-                records = list(json_objects(handle, path))
-            except ValueError as exc:
-                raise TrainingDataError(str(exc)) from None
-            for line_no, record in records:
-                for column in (text_field, label_field):
-                    if column not in record:
-                        raise TrainingDataError(f"{path} line {line_no}: no {column!r} field "
-                                                f"(fields: {sorted(record)})")
+            for record in _json_records(handle, path, (text_field, label_field)):
                 examples.append(Example(str(record[text_field]), str(record[label_field])))
         else:
             reader = csv.DictReader(handle)
@@ -80,13 +85,7 @@ def read_label_file(path: Path, label: str, text_field: str = "text") -> list[Ex
     examples: list[Example] = []
     with open_text(path) as handle:
         if _is_jsonl(path):
-            try:
-                records = list(json_objects(handle, path))
-            except ValueError as exc:
-                raise TrainingDataError(str(exc)) from None
-            for line_no, record in records:
-                if text_field not in record:
-                    raise TrainingDataError(f"{path} line {line_no}: no {text_field!r} field")
+            for record in _json_records(handle, path, (text_field,)):
                 examples.append(Example(str(record[text_field]), label))
         else:
             examples += [Example(line.rstrip("\n"), label) for line in handle if line.strip()]
