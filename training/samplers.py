@@ -158,7 +158,7 @@ class Sampler:
         return seq_len
 
     def next_index(self) -> int:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement next_index")
 
     def update(self, doc_index: np.ndarray, losses: np.ndarray) -> None:
         """Per-document mean token losses observed in the last batch (used by the active sampler)."""
