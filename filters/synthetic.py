@@ -365,13 +365,7 @@ class TemplateSet:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TemplateSet":
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise TemplateError(f"{path}: cannot read ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise TemplateError(f"{path}: not valid YAML ({exc})") from None
-        return cls.from_data(data, path.parent, str(path))
+        return cls.from_data(read_yaml(path, str(path), TemplateError), path.parent, str(path))
 
     @classmethod
     def builtin(cls) -> "TemplateSet":
@@ -567,18 +561,23 @@ def check_example(meta: dict) -> tuple[bool, str]:
 # --- local causal LM ---------------------------------------------------------------------------
 
 
+def read_yaml(path: Path, name: str, error: type[Exception]) -> Any:
+    """``yaml.safe_load`` of a file; an unreadable or invalid file raises ``error`` naming it."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error(f"{name}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{name}: not valid YAML ({exc})") from None
+
+
 def load_prompts(spec: str | Sequence[str]) -> list[str]:
     """Prompts inline (a list) or from a YAML file: a list of strings or ``{prompts: [...]}``."""
     if not isinstance(spec, str):
         prompts = list(spec)
     else:
         path = Path(spec)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValueError(f"prompts file {path}: cannot read ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise ValueError(f"prompts file {path}: not valid YAML ({exc})") from None
+        data = read_yaml(path, f"prompts file {path}", ValueError)
         prompts = data.get("prompts") if isinstance(data, dict) else data
         if not isinstance(prompts, list):
             raise ValueError(f"prompts file {path}: expected a list of strings or {{prompts: [...]}}")

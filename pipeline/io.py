@@ -117,56 +117,14 @@ def _decompressed_chunks(raw: io.BufferedIOBase, path: str, chunk_size: int = 1 
     compressed stream ends early or is corrupt."""
     lower = path.lower()
     if lower.endswith(".gz"):
-        decomp: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        while True:
-            block = raw.read(chunk_size)
-            if not block:
-                break
-            try:
-                out = decomp.decompress(block)
-            except zlib.error as exc:
-                raise TruncatedInput(f"corrupt gzip data: {exc}") from None
-            if out:
-                yield out
-            while decomp.eof and decomp.unused_data:  # concatenated gzip members
-                rest = decomp.unused_data
-                decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                try:
-                    out = decomp.decompress(rest)
-                except zlib.error as exc:
-                    raise TruncatedInput(f"corrupt gzip data: {exc}") from None
-                if out:
-                    yield out
-        tail = decomp.flush()
-        if tail:
-            yield tail
-        if not decomp.eof:
-            raise TruncatedInput("truncated gzip stream (unexpected end of file)")
+        yield from _members(raw, chunk_size, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), zlib.error,
+                            "gzip", allow_empty=False)
         return
     if lower.endswith(".zst") or lower.endswith(".zstd"):
         import zstandard
 
         factory = zstandard.ZstdDecompressor()
-        decomp = factory.decompressobj()
-        started = False
-        while True:
-            block = raw.read(chunk_size)
-            if not block:
-                break
-            while block:
-                try:
-                    out = decomp.decompress(block)
-                except zstandard.ZstdError as exc:
-                    raise TruncatedInput(f"corrupt zstd data: {exc}") from None
-                started = True
-                if out:
-                    yield out
-                block = decomp.unused_data if decomp.eof else b""
-                if decomp.eof:  # the next frame of a multi-frame file
-                    decomp = factory.decompressobj()
-                    started = False
-        if started and not decomp.eof:
-            raise TruncatedInput("truncated zstd stream (unexpected end of file)")
+        yield from _members(raw, chunk_size, factory.decompressobj, zstandard.ZstdError, "zstd", allow_empty=True)
         return
     if lower.endswith(".bz2") or lower.endswith(".xz"):
         opener = bz2.BZ2File if lower.endswith(".bz2") else lzma.LZMAFile
@@ -185,6 +143,28 @@ def _decompressed_chunks(raw: io.BufferedIOBase, path: str, chunk_size: int = 1 
         if not block:
             return
         yield block
+
+
+def _members(raw: io.BufferedIOBase, chunk_size: int, new_decompressor, errors, kind: str,
+             allow_empty: bool) -> Iterator[bytes]:
+    """Decompress a stream of one or more concatenated members (gzip members, zstd frames),
+    raising TruncatedInput when the data is corrupt or the last member never ends."""
+    decomp = new_decompressor()
+    fed = False  # whether the current member has received any input
+    while block := raw.read(chunk_size):
+        while block:
+            if decomp.eof:  # more input after a complete member: the next member
+                decomp, fed = new_decompressor(), False
+            try:
+                out = decomp.decompress(block)
+            except errors as exc:
+                raise TruncatedInput(f"corrupt {kind} data: {exc}") from None
+            fed = True
+            if out:
+                yield out
+            block = decomp.unused_data if decomp.eof else b""
+    if not decomp.eof and (fed or not allow_empty):
+        raise TruncatedInput(f"truncated {kind} stream (unexpected end of file)")
 
 
 def _lines(raw: io.BufferedIOBase, path: str) -> Iterator[tuple[int, int, bytes]]:
@@ -217,10 +197,14 @@ def _lines(raw: io.BufferedIOBase, path: str) -> Iterator[tuple[int, int, bytes]
 # Records -> documents
 
 
+class QuarantineRecord(dict):
+    """An input record that could not be parsed (a dict, so it is written like any record)."""
+
+
 def quarantine_record(file: str, error: str, raw: bytes = b"", line: int | None = None,
-                      offset: int | None = None) -> dict[str, Any]:
+                      offset: int | None = None) -> QuarantineRecord:
     kept = raw[:RAW_LIMIT]
-    return {
+    return QuarantineRecord({
         "file": file,
         "line": line,
         "offset": offset,
@@ -229,7 +213,7 @@ def quarantine_record(file: str, error: str, raw: bytes = b"", line: int | None 
         "raw_preview": kept[:500].decode("utf-8", errors="backslashreplace"),
         "raw_bytes": len(raw),
         "raw_truncated": len(raw) > RAW_LIMIT,
-    }
+    })
 
 
 class RecordParser:
@@ -297,7 +281,7 @@ class ReadDocuments(beam.DoFn):
         path, rel = element
         for item in self._records(path, rel):
             self.read.inc()
-            if "error" in item and "raw_base64" in item:
+            if isinstance(item, QuarantineRecord):
                 self.quarantined.inc()
                 self.heartbeat.add(read=1, quarantined=1)
                 yield beam.pvalue.TaggedOutput(QUARANTINE, item)
