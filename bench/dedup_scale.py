@@ -11,7 +11,8 @@ kept and rejected records as JSON lines.
     python -P bench/dedup_scale.py --docs 100000                 # what was run here
     python -P bench/dedup_scale.py --docs 1000000 --doc-bytes 2000 --workers 2   # the issue's 1M / ~2 GB
 
-Peak memory: max RSS of this process and of the largest worker process (multi_processing mode).
+Peak memory: max RSS of this process (the runner), of the largest worker process
+(multi_processing mode), and the peak of their sum, sampled every half second from /proc.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import os
 import resource
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -74,6 +76,56 @@ def generate(path: Path, n_docs: int, doc_bytes: int, dup_rate: float, seed: int
     return total, planted
 
 
+class TreeMemory:
+    """Samples the summed RSS of this process and all its descendants (Linux /proc)."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _rss_mb(pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        out: list[int] = []
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+        return out
+
+    def total_mb(self) -> float:
+        total, todo = 0.0, [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            total += self._rss_mb(pid)
+            todo += self._children(pid)
+        return total
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self.total_mb())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 def run(input_path: Path, out_dir: Path, workers: int, mode: str, max_rounds: int) -> float:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -119,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     text_bytes, planted = generate(corpus, args.docs, args.doc_bytes, args.dup_rate, args.seed)
     gen_s = time.perf_counter() - start
     out_dir = workdir / "out"
-    wall = run(corpus, out_dir, args.workers, args.mode, args.max_rounds)
+    with TreeMemory() as memory:
+        wall = run(corpus, out_dir, args.workers, args.mode, args.max_rounds)
     removed = count_lines(out_dir / "rejected")
     kept = count_lines(out_dir / "kept")
     stats = json.loads((next(out_dir.glob("stats*"))).read_text().splitlines()[0])
@@ -131,10 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"corpus: {args.docs:,} generated documents, {text_bytes / 1e6:.0f} MB of text, {planted:,} planted "
           f"near-duplicates (generation {gen_s:.0f}s, not timed below); runner: DirectRunner {args.mode}, "
           f"{args.workers} workers, {os.cpu_count()} CPUs\n")
-    print("| docs | MB text | planted near-dups | removed | kept | clusters | wall s | MB/s | docs/s | peak RSS main MB | peak RSS worker MB |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| docs | MB text | planted near-dups | removed | kept | clusters | wall s | MB/s | docs/s | peak RSS main MB | peak RSS worker MB | peak RSS all MB |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| {args.docs:,} | {text_bytes / 1e6:.0f} | {planted:,} | {removed:,} | {kept:,} | {stats['clusters']:,} | "
-          f"{wall:.0f} | {text_bytes / 1e6 / wall:.2f} | {args.docs / wall:,.0f} | {self_rss:,.0f} | {child_rss:,.0f} |")
+          f"{wall:.0f} | {text_bytes / 1e6 / wall:.2f} | {args.docs / wall:,.0f} | {self_rss:,.0f} | {child_rss:,.0f} | {memory.peak_mb:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,13 @@ group a key holds, and every group is handled in a linear pass: an LSH bucket of
 one boilerplate page yields 99,999 edges (each member linked to the bucket's minimum id, a star), not
 5 * 10^9 pairs.
 
+Documents themselves are never shuffled: the first step parks each bundle's documents in a
+temporary file under ``OUT/_spill/<stage label>/`` and only small records (id, hash or signature,
+policy key, file token) go through the groupings. The removal decisions are then routed to the file
+that holds each removed document, and one pass per file emits the kept documents and the rejection
+records. On the local runners every shuffled byte passes through one process (1,000,000 documents
+of 2 KB would need about 20 GB there); on Dataflow it is the same file pattern Beam's own sinks use.
+
 Determinism: cluster roots are component minima, the kept document of a cluster is the minimum of
 a total order (policy key, then id), so the output does not depend on worker count or bundle order.
 Document ids must be unique within the corpus (a repeated id is an error).
@@ -15,16 +22,24 @@ Document ids must be unique within the corpus (a repeated id is an error).
 from __future__ import annotations
 
 import math
+import pickle
+import posixpath
 import unicodedata
+import uuid
 from typing import Any, ClassVar, Iterable, Literal
 
 import apache_beam as beam
 import numpy as np
 import xxhash
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 from pydantic import Field, model_validator
 
 from thresher.filters.base import Document
+from thresher.pipeline.io import SPILL_BYTES, SPILL_DIR
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
 KeepPolicy = Literal["smallest_id", "longest", "meta_score"]
@@ -213,6 +228,102 @@ class ConnectedComponents(beam.PTransform):
                 | f"{p}DistinctLabels" >> beam.Distinct())
 
 
+
+# --------------------------------------------------------------------------------------------
+# parking documents in temporary files while their fate is decided
+
+def _park_path(directory: str, token: str) -> str:
+    return posixpath.join(directory, f"{token}.pkl")
+
+
+class _DocumentParking:
+    """Buffers a bundle's documents and writes them to ``<directory>/<token>.pkl`` (one pickled
+    list per file, at most about ``SPILL_BYTES`` of text). ``add`` returns the token of the file
+    the document will land in, so the caller can emit small records that point at it."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.docs: list[Document] = []
+        self.bytes = 0
+        self.token = uuid.uuid4().hex
+
+    def add(self, doc: Document) -> str:
+        self.docs.append(doc)
+        self.bytes += len(doc["text"])
+        return self.token
+
+    def full(self) -> bool:
+        return self.bytes >= SPILL_BYTES
+
+    def flush(self) -> str | None:
+        """Writes the buffered documents; returns the written file's token (None if empty)."""
+        if not self.docs:
+            return None
+        token = self.token
+        with FileSystems.create(_park_path(self.directory, token),
+                                compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            fh.write(pickle.dumps(self.docs, protocol=pickle.HIGHEST_PROTOCOL))
+        self.docs, self.bytes, self.token = [], 0, uuid.uuid4().hex
+        return token
+
+
+def _finish_bundle_output(tag: str, value):
+    return beam.pvalue.TaggedOutput(tag, WindowedValue(value, GlobalWindow().max_timestamp(), [GlobalWindow()]))
+
+
+class _ApplyRemovals(beam.DoFn):
+    """(token, {"removal": [(doc_id, kept_id, payload)], "file": [None]}) -> the file's kept
+    documents, and a rejection record (``duplicate_of`` = kept_id) for each removed one.
+    ``value_of(docs, payloads)`` gives the records' ``value`` (default 1.0: exact duplicates).
+    The parked files are left for the run to delete (a retried bundle must find them again)."""
+
+    def __init__(self, directory: str, stage_name: str, value_of=None):
+        self.directory = directory
+        self.stage_name = stage_name
+        self.value_of = value_of
+
+    def process(self, element):
+        token, group = element
+        removals = {doc_id: (kept_id, payload) for doc_id, kept_id, payload in group["removal"]}
+        if not group["file"]:
+            raise RuntimeError(f"{self.stage_name}: removals routed to parked file {token!r}, which no bundle wrote")
+        with FileSystems.open(_park_path(self.directory, token),
+                              compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            docs = pickle.loads(fh.read())
+        removed = []
+        for doc in docs:
+            decision = removals.pop(str(doc["id"]), None)
+            if decision is None:
+                yield doc
+            else:
+                removed.append((doc, decision))
+        if removals:
+            raise RuntimeError(f"{self.stage_name}: {len(removals)} removed ids are not in parked file "
+                               f"{token!r}, e.g. {sorted(removals)[0]!r}")
+        if not removed:
+            return
+        values = (self.value_of([d for d, _ in removed], [payload for _, (_, payload) in removed])
+                  if self.value_of else [1.0] * len(removed))
+        for (doc, (kept_id, _)), value in zip(removed, values):
+            yield beam.pvalue.TaggedOutput("rejected", duplicate_record(doc, self.stage_name, kept_id, value))
+
+
+class _ApplyRemovalsTransform(beam.PTransform):
+    """(removal_by_file, files) -> kept documents and rejection records: every parked file is read
+    once, with or without removals."""
+
+    def __init__(self, directory: str, stage_name: str, value_of=None):
+        super().__init__()
+        self.directory, self.stage_name, self.value_of = directory, stage_name, value_of
+
+    def expand(self, pcolls):
+        removal_by_file, files = pcolls
+        return ({"removal": removal_by_file, "file": files | "FileKeys" >> beam.Map(lambda token: (token, None))}
+                | "JoinFiles" >> beam.CoGroupByKey()
+                | "Apply" >> beam.ParDo(_ApplyRemovals(self.directory, self.stage_name, self.value_of))
+                .with_outputs("rejected", main="kept"))
+
+
 # --------------------------------------------------------------------------------------------
 # exact dedup
 
@@ -270,20 +381,22 @@ class ExactDedup(CorpusStage):
         return self
 
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
-        return _apply_exact(self, docs, ctx.label)
+        return _apply_exact(self, docs, posixpath.join(ctx.output_dir, SPILL_DIR, ctx.label), ctx.label)
 
 
-def _apply_exact(stage: ExactDedup, docs, label: str) -> CorpusResult:
+def _apply_exact(stage: ExactDedup, docs, directory: str, label: str) -> CorpusResult:
     rejected = []
     stats = []
     p = f"{label}/"
     if stage.document:
-        keyed = docs | p + "KeyByText" >> beam.Map(lambda d: (text_hash(d["text"]), d))
-        best = (keyed
-                | p + "PolicyKeys" >> beam.Map(lambda kv, k=stage.keep, f=stage.score_field: (kv[0], policy_key(kv[1], k, f)))
+        parked = docs | p + "ParkAndHash" >> beam.ParDo(
+            _ParkForExact(directory, stage.keep, stage.score_field)).with_outputs("files", main="keys")
+        best = (parked.keys
+                | p + "PolicyKeys" >> beam.Map(lambda kv: (kv[0], kv[1][0]))
                 | p + "BestPerText" >> beam.CombinePerKey(_KeepFirst()))
-        split = ({"docs": keyed, "best": best} | p + "JoinBest" >> beam.CoGroupByKey()
-                 | p + "Decide" >> beam.FlatMap(_decide_exact, stage.name).with_outputs("rejected", main="kept"))
+        removal_by_file = ({"member": parked.keys, "best": best} | p + "JoinBest" >> beam.CoGroupByKey()
+                           | p + "Decide" >> beam.FlatMap(_exact_removals))
+        split = (removal_by_file, parked.files) | p + "Remove" >> _ApplyRemovalsTransform(directory, stage.name)
         docs = split.kept
         rejected.append(split.rejected)
         stats.append(best
@@ -321,15 +434,36 @@ def _sum_dicts(values: Iterable[dict]) -> dict:
     return out
 
 
-def _decide_exact(element, stage_name: str):
+class _ParkForExact(beam.DoFn):
+    """Parks documents; emits (text hash, (policy key, file token)) and the written files' tokens."""
+
+    def __init__(self, directory: str, keep: str, score_field: str | None):
+        self.directory, self.keep, self.score_field = directory, keep, score_field
+
+    def start_bundle(self):
+        self.parking = _DocumentParking(self.directory)
+
+    def process(self, doc: Document):
+        token = self.parking.add(doc)
+        yield (text_hash(doc["text"]), (policy_key(doc, self.keep, self.score_field), token))
+        if self.parking.full():
+            yield beam.pvalue.TaggedOutput("files", self.parking.flush())
+
+    def finish_bundle(self):
+        token = self.parking.flush()
+        if token:
+            yield _finish_bundle_output("files", token)
+
+
+def _exact_removals(element):
+    """(hash, {"member": [(policy key, token)], "best": [(policy key, size)]}) ->
+    (token, (removed id, kept id, None)) for every member but the best."""
     _, group = element
-    best, size = group["best"][0]
+    best, _ = group["best"][0]
     kept_id = best[-1]
-    for doc in group["docs"]:
-        if str(doc["id"]) == kept_id:
-            yield doc
-        else:
-            yield beam.pvalue.TaggedOutput("rejected", duplicate_record(doc, stage_name, kept_id, 1.0))
+    for key, token in group["member"]:
+        if key[-1] != kept_id:
+            yield (token, (key[-1], kept_id, None))
 
 
 def _strip_lines(element, stage_name: str, drop_empty: bool):
@@ -364,10 +498,12 @@ def _strip_lines(element, stage_name: str, drop_empty: bool):
 # MinHash LSH dedup
 
 class _Signatures(beam.DoFn):
-    """Batches of documents -> signatures, band keys, keep-policy keys (and shingle sets)."""
+    """Batches of documents -> signatures, band keys, (id, (policy key, file token)) and shingle
+    sets; the documents themselves are parked (see ``_DocumentParking``)."""
 
-    def __init__(self, stage: "MinHashDedup"):
+    def __init__(self, stage: "MinHashDedup", directory: str):
         self.stage = stage
+        self.directory = directory
 
     def setup(self):
         from thresher.filters.minhash import MinHasher
@@ -377,6 +513,9 @@ class _Signatures(beam.DoFn):
         self.hasher = MinHasher(s.num_perm, s.ngram, s.shingle, s.seed, s.scheme, bands, rows)
         self.no_shingles = Metrics.counter(s.name, "docs_without_shingles")
 
+    def start_bundle(self):
+        self.parking = _DocumentParking(self.directory)
+
     def process(self, batch: list[Document]):
         from thresher.filters.minhash import shingle_hash_batch
 
@@ -385,22 +524,45 @@ class _Signatures(beam.DoFn):
         sigs, counts = self.hasher.signatures_with_counts(texts)
         exact_sets = (shingle_hash_batch(texts, s.ngram, s.shingle) if s.verify == "jaccard" else None)
         for i, doc in enumerate(batch):
-            doc_id = str(doc["id"])
-            if counts[i] == 0:
+            token = self.parking.add(doc)
+            if counts[i] == 0:  # nothing to compare: kept, never in a cluster
                 self.no_shingles.inc()
-                yield beam.pvalue.TaggedOutput("docs", (doc_id, (doc, None)))
                 continue
+            doc_id = str(doc["id"])
             sig = sigs[i]
-            sig_bytes = sig.tobytes()
-            # the document travels with its own signature, so the final join needs no third input
-            yield beam.pvalue.TaggedOutput("docs", (doc_id, (doc, sig_bytes)))
-            yield (doc_id, sig_bytes)
+            yield (doc_id, sig.tobytes())
             for key in self.hasher.band_keys(sig):
                 yield beam.pvalue.TaggedOutput("bands", (key, doc_id))
-            yield beam.pvalue.TaggedOutput("policy", (doc_id, policy_key(doc, s.keep, s.score_field)))
+            yield beam.pvalue.TaggedOutput("policy", (doc_id, (policy_key(doc, s.keep, s.score_field), token)))
             if exact_sets is not None:
                 yield beam.pvalue.TaggedOutput(
                     "sets", (doc_id, np.unique(exact_sets[i].astype(np.uint32)).tobytes()))
+        if self.parking.full():
+            yield beam.pvalue.TaggedOutput("files", self.parking.flush())
+
+    def finish_bundle(self):
+        token = self.parking.flush()
+        if token:
+            yield _finish_bundle_output("files", token)
+
+
+class _SignatureValue:
+    """``value`` of a MinHash rejection: the signature-estimated Jaccard between the removed
+    document (its signature recomputed, in one batch per parked file) and the kept one."""
+
+    def __init__(self, stage: "MinHashDedup"):
+        self.stage = stage
+        self.hasher = None
+
+    def __call__(self, docs: list[Document], kept_sigs: list[bytes]) -> list[float]:
+        from thresher.filters.minhash import MinHasher
+
+        s = self.stage
+        if self.hasher is None:
+            self.hasher = MinHasher(s.num_perm, s.ngram, s.shingle, s.seed, s.scheme, *s.banding())
+        similarity = _SignatureSimilarity(4 if s.scheme == "affine32" else 8)
+        sigs, _ = self.hasher.signatures_with_counts([d["text"] for d in docs])
+        return [round(similarity(sig.tobytes(), kept), 6) for sig, kept in zip(sigs, kept_sigs)]
 
 
 def _bucket_star(element):
@@ -450,30 +612,32 @@ def _set_similarity(a: bytes, b: bytes) -> float:
     return inter / union if union else 1.0
 
 
-def _pick_kept(element):
-    """(root, {"member": [...], "best": [(policy_key, id)]}) -> (id, kept_id) for removed ids."""
-    root, group = element
-    kept_id = group["best"][0][-1]
-    for doc_id in group["member"]:
-        if doc_id != kept_id:
-            yield (kept_id, doc_id)
-
-
-def _final_decision(element, stage_name: str, similarity):
+def _cluster_members(element):
+    """(id, {"root": [root], "policy": [(policy key, token)]}) -> (root, (policy key, token))."""
     doc_id, group = element
-    docs = list(group["docs"])
-    if len(docs) != 1:
-        raise ValueError(f"document id {doc_id!r} occurs {len(docs)} times; ids must be unique")
-    doc, own = docs[0]
-    removal = list(group["removal"])
-    if not removal:
-        yield doc
-        return
-    kept_id, kept_sig = removal[0]
-    if own is None:
-        raise RuntimeError(f"minhash_dedup: {doc_id!r} was clustered with {kept_id!r} without a signature")
-    yield beam.pvalue.TaggedOutput(
-        "rejected", duplicate_record(doc, stage_name, kept_id, round(similarity(own, kept_sig), 6)))
+    policies = group["policy"]
+    if len(policies) > 1:
+        raise ValueError(f"document id {doc_id!r} occurs {len(policies)} times; ids must be unique")
+    for root in group["root"]:
+        yield (root, policies[0])
+
+
+def _pick_kept(element):
+    """(root, {"member": [(policy key, token)], "best": [policy key]}) -> (kept id, (id, token))
+    for each removed member."""
+    _, group = element
+    kept_id = group["best"][0][-1]
+    for key, token in group["member"]:
+        if key[-1] != kept_id:
+            yield (kept_id, (key[-1], token))
+
+
+def _route_to_file(element):
+    """(kept id, {"removed": [(id, token)], "sig": [kept signature]}) -> (token, (id, kept id, kept signature))."""
+    kept_id, group = element
+    kept_sig = group["sig"][0]
+    for doc_id, token in group["removed"]:
+        yield (token, (doc_id, kept_id, kept_sig))
 
 
 class MinHashDedup(CorpusStage):
@@ -483,8 +647,10 @@ class MinHashDedup(CorpusStage):
     Graph: signatures (batched, compiled) -> band keys -> GroupByKey per band bucket -> star edges to
     the bucket's minimum id -> distinct -> optional verification (estimated Jaccard from signatures
     or exact Jaccard of the shingle-hash sets, joined by id) -> connected components
-    (``ConnectedComponents``) -> keep policy per cluster -> rejection records with ``duplicate_of``
-    and ``value``: the signature-estimated Jaccard between the removed and the kept document.
+    (``ConnectedComponents``) -> keep policy per cluster -> each removal routed to the parked file
+    holding the document -> one pass per file: kept documents, and rejection records with
+    ``duplicate_of`` and ``value``: the signature-estimated Jaccard between the removed and the kept
+    document.
 
     Caveat of star linking with verification: a bucket's member is only compared with the bucket's
     minimum id. Two true duplicates whose shared bucket is headed by an unrelated false positive
@@ -528,20 +694,23 @@ class MinHashDedup(CorpusStage):
         return optimal_bands(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
 
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
-        return docs | ctx.label >> _MinHashDedupTransform(self)
+        directory = posixpath.join(ctx.output_dir, SPILL_DIR, ctx.label)
+        return docs | ctx.label >> _MinHashDedupTransform(self, directory)
 
 
 class _MinHashDedupTransform(beam.PTransform):
-    def __init__(self, stage: MinHashDedup):
+    def __init__(self, stage: MinHashDedup, directory: str):
         super().__init__()
         self.stage = stage
+        self.directory = directory
 
     def expand(self, docs):
         s = self.stage
         signature_similarity = _SignatureSimilarity(4 if s.scheme == "affine32" else 8)
         out = (docs
                | "Batch" >> beam.BatchElements(min_batch_size=min(32, s.batch_size), max_batch_size=s.batch_size)
-               | "Signatures" >> beam.ParDo(_Signatures(s)).with_outputs("docs", "bands", "policy", "sets", main="sigs"))
+               | "Signatures" >> beam.ParDo(_Signatures(s, self.directory))
+               .with_outputs("files", "bands", "policy", "sets", main="sigs"))
         sigs = out.sigs
         candidates = (out.bands
                       | "GroupBands" >> beam.GroupByKey()
@@ -557,21 +726,18 @@ class _MinHashDedupTransform(beam.PTransform):
             edges = ({"edge": left, "val": values} | "JoinRight" >> beam.CoGroupByKey()
                      | "Verify" >> beam.FlatMap(_verify_pairs, similarity, s.threshold))
         labels = edges | "Components" >> ConnectedComponents(s.max_rounds, label="CC")
-        by_root = labels | "ByRoot" >> beam.Map(lambda kv: (kv[1], kv[0]))
-        member_policy = ({"root": labels, "policy": out.policy} | "JoinPolicy" >> beam.CoGroupByKey()
-                         | "RootPolicy" >> beam.FlatMap(
-                             lambda kv: [(root, kv[1]["policy"][0]) for root in kv[1]["root"]]))
-        best = member_policy | "BestPerCluster" >> beam.CombinePerKey(min)
-        removals = ({"member": by_root, "best": best} | "JoinClusters" >> beam.CoGroupByKey()
+        members = ({"root": labels, "policy": out.policy} | "JoinPolicy" >> beam.CoGroupByKey()
+                   | "Members" >> beam.FlatMap(_cluster_members))
+        best = (members
+                | "PolicyKeys" >> beam.Map(lambda kv: (kv[0], kv[1][0]))
+                | "BestPerCluster" >> beam.CombinePerKey(min))
+        removals = ({"member": members, "best": best} | "JoinClusters" >> beam.CoGroupByKey()
                     | "PickKept" >> beam.FlatMap(_pick_kept))
-        removals_with_sig = ({"removed": removals, "sig": sigs} | "JoinKeptSig" >> beam.CoGroupByKey()
-                             | "AttachKeptSig" >> beam.FlatMap(
-                                 lambda kv: [(r, (kv[0], kv[1]["sig"][0])) for r in kv[1]["removed"]]))
-        decided = ({"docs": out.docs, "removal": removals_with_sig}
-                   | "JoinDocs" >> beam.CoGroupByKey()
-                   | "Decide" >> beam.FlatMap(_final_decision, s.name, signature_similarity)
-                   .with_outputs("rejected", main="kept"))
-        stats = (by_root
+        removal_by_file = ({"removed": removals, "sig": sigs} | "JoinKeptSig" >> beam.CoGroupByKey()
+                           | "RouteToFile" >> beam.FlatMap(_route_to_file))
+        decided = ((removal_by_file, out.files)
+                   | "Remove" >> _ApplyRemovalsTransform(self.directory, s.name, _SignatureValue(s)))
+        stats = (members
                  | "ClusterSizes" >> beam.combiners.Count.PerKey()
                  | "SizesOnly" >> beam.Map(lambda kv: kv[1])
                  | "ClusterStats" >> beam.CombineGlobally(_ClusterStatsFn()))

@@ -2,6 +2,7 @@
 modes, a 100-copy boilerplate bucket, stats, and identical output with 1 and 2 workers."""
 
 import json
+import pickle
 import random
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from thresher.pipeline.dedup import ExactDedup, MinHashDedup, normalise_for_exac
 from thresher.pipeline.stage_api import StageContext
 
 
-def ctx(label: str) -> StageContext:
-    return StageContext(index=0, label=label, output_dir="/tmp/unused", seed=0, config_hash="x")
+def ctx(label: str, output_dir: str) -> StageContext:
+    return StageContext(index=0, label=label, output_dir=output_dir, seed=0, config_hash="x")
 
 
 def doc(doc_id, text, **meta):
@@ -62,7 +63,7 @@ def test_helpers():
         MinHashDedup(thresholds=0.8)
 
 
-def test_minhash_fixtures_policies_and_boilerplate_bucket():
+def test_minhash_fixtures_policies_and_boilerplate_bucket(tmp_path):
     licences = fixture_docs("documents_with_fuzzy_duplicates")
     exact_copy = dict(licences[1], id="zz_exact_copy_of_rails")
     # 100 copies of one page, each with its own visit counter: one LSH bucket of 100 in every band
@@ -77,7 +78,7 @@ def test_minhash_fixtures_policies_and_boilerplate_bucket():
         # The MIT pair's true word-5-gram Jaccard is 0.919. At threshold 0.7 (b=14, r=9) LSH pairs it
         # with probability 0.9998; at the 0.8 default (b=9, r=13) with 0.974, and seed 1 happens to
         # fall in the other 2.6% (its 128-perm estimate is 0.88, no band of 13 rows agrees fully).
-        res = MinHashDedup(threshold=0.7, max_rounds=3).expand(p | "CreateLicences" >> beam.Create(licences + [exact_copy]), ctx("lic"))
+        res = MinHashDedup(threshold=0.7, max_rounds=3).expand(p | "CreateLicences" >> beam.Create(licences + [exact_copy]), ctx("lic", str(tmp_path)))
         assert_that(summary(res, "lic"), equal_to([
             ("kept", "pytorch_license", None), ("kept", "rails_mit_license", None),
             ("rejected", "react_mit_license", "rails_mit_license"),
@@ -90,26 +91,26 @@ def test_minhash_fixtures_policies_and_boilerplate_bucket():
                               ("zz_exact_copy_of_rails", "duplicate", "minhash_dedup", True, True)]),
                     label="records")
 
-        res = MinHashDedup(verify="jaccard", max_rounds=3).expand(p | "CreateBp" >> beam.Create(boilerplate), ctx("bp"))
+        res = MinHashDedup(verify="jaccard", max_rounds=3).expand(p | "CreateBp" >> beam.Create(boilerplate), ctx("bp", str(tmp_path)))
         assert_that(res.stats, equal_to([{"clusters": 1, "duplicates_removed": 99,
                                           "cluster_size_histogram": {"65-128": 1}}]), label="bp stats")
         assert_that(res.kept | "BpIds" >> beam.Map(lambda d: d["id"]), equal_to(["bp0000"]), label="bp kept")
 
         res = MinHashDedup(keep="meta_score", score_field="quality", verify="none", max_rounds=3).expand(
-            p | "CreateScored" >> beam.Create(scored), ctx("scored"))
+            p | "CreateScored" >> beam.Create(scored), ctx("scored", str(tmp_path)))
         assert_that(summary(res, "scored"), equal_to([("kept", "s2", None), ("rejected", "s1", "s2"),
                                             ("kept", "s4", None), ("rejected", "s3", "s4")]), label="meta_score")
-        res = MinHashDedup(keep="longest", max_rounds=3).expand(p | "CreateLong" >> beam.Create(longest), ctx("long"))
+        res = MinHashDedup(keep="longest", max_rounds=3).expand(p | "CreateLong" >> beam.Create(longest), ctx("long", str(tmp_path)))
         assert_that(summary(res, "long"), equal_to([("kept", "l2", None), ("rejected", "l1", "l2")]), label="longest")
 
 
-def test_exact_dedup_documents_and_ccnet_lines():
+def test_exact_dedup_documents_and_ccnet_lines(tmp_path):
     licences = fixture_docs("documents_with_fuzzy_duplicates")
     variants = [doc("b", "Hello   World\n"), doc("a", "hello world"), doc("c", "HELLO WORLD "), doc("d", "hello, world")]
     line_docs = fixture_docs("documents_with_line_duplicates")
     expected = {d["id"]: d["text"] for d in fixture_docs("documents_line_deduplicated")}
     with BeamTestPipeline() as p:
-        res = ExactDedup().expand(p | "CreateVariants" >> beam.Create(variants + licences), ctx("exact"))
+        res = ExactDedup().expand(p | "CreateVariants" >> beam.Create(variants + licences), ctx("exact", str(tmp_path)))
         assert_that(summary(res, "exact"), equal_to(
             [("kept", "a", None), ("kept", "d", None), ("rejected", "b", "a"), ("rejected", "c", "a")]
             + [("kept", d["id"], None) for d in licences]), label="exact")
@@ -117,12 +118,12 @@ def test_exact_dedup_documents_and_ccnet_lines():
                                           "cluster_size_histogram": {"3-4": 1}}]), label="exact stats")
 
         res = ExactDedup(document=False, line_dedup_min_count=2, drop_empty=False).expand(
-            p | "CreateLines" >> beam.Create(line_docs), ctx("lines"))
+            p | "CreateLines" >> beam.Create(line_docs), ctx("lines", str(tmp_path)))
         assert_that(res.kept | "LineTexts" >> beam.Map(lambda d: (d["id"], d["text"])), equal_to(sorted(expected.items())),
                     label="line fixture")
         assert_that(res.stats, equal_to([{"lines_removed": 6, "docs_with_lines_removed": 4}]), label="line stats")
 
-        res = ExactDedup(line_dedup_min_count=2).expand(p | "CreateBoth" >> beam.Create(line_docs), ctx("both"))
+        res = ExactDedup(line_dedup_min_count=2).expand(p | "CreateBoth" >> beam.Create(line_docs), ctx("both", str(tmp_path)))
         # doc2 is an exact copy of doc1 and goes first; doc1's line then occurs once and stays
         assert_that(summary(res, "both"), equal_to([("kept", "doc1", None), ("rejected", "doc2", "doc1"),
                                             ("kept", "doc3", None), ("kept", "doc4", None), ("kept", "doc5", None)]),
@@ -134,7 +135,7 @@ def test_exact_dedup_documents_and_ccnet_lines():
 def _run_to_file(tmp_path: Path, docs: list[dict], options: PipelineOptions, name: str) -> list[str]:
     out = tmp_path / name
     with beam.Pipeline(options=options) as p:
-        res = MinHashDedup(max_rounds=3).expand(p | beam.Create(docs), ctx("mp"))
+        res = MinHashDedup(max_rounds=3).expand(p | beam.Create(docs), ctx("mp", str(tmp_path)))
         lines = ((res.kept | "K" >> beam.Map(lambda d: json.dumps(["kept", d["id"], None])),
                   res.rejected | "R" >> beam.Map(lambda r: json.dumps(["rej", r["id"], r["duplicate_of"], r["value"]])))
                  | beam.Flatten())
@@ -152,3 +153,36 @@ def test_one_and_two_workers_give_identical_output(tmp_path):
     two = _run_to_file(tmp_path, docs, PipelineOptions(direct_num_workers=2, direct_running_mode="multi_processing"), "two")
     assert one == two
     assert sum(line.startswith('["rej"') for line in one) >= 35
+
+
+def test_repeated_id_is_a_clear_error(tmp_path):
+    articles = wiki_articles(2)
+    docs = [doc("same", articles[0]), doc("same", articles[1])]
+    with pytest.raises(Exception, match="'same' occurs 2 times; ids must be unique"):
+        with BeamTestPipeline() as p:
+            MinHashDedup(max_rounds=2).expand(p | beam.Create(docs), ctx("rep", str(tmp_path)))
+
+
+def test_documents_travel_through_parked_files_not_the_shuffle(tmp_path):
+    """The documents are parked under OUT/_spill/<label>/ and read back once per file: a removal
+    routed to a file that lacks the id is an error, not a silent drop."""
+    from thresher.pipeline.dedup import _ApplyRemovals, _DocumentParking
+
+    parking = _DocumentParking(str(tmp_path))
+    token = parking.add(doc("x1", "first text"))
+    assert parking.add(doc("x2", "second text")) == token
+    assert parking.flush() == token and parking.flush() is None
+    apply = _ApplyRemovals(str(tmp_path), "exact_dedup")
+    out = list(apply.process((token, {"removal": [("x2", "x1", None)], "file": [None]})))
+    assert out[0] == doc("x1", "first text")
+    assert out[1].tag == "rejected" and out[1].value["duplicate_of"] == "x1" and out[1].value["text"] == "second text"
+    with pytest.raises(RuntimeError, match="removed ids are not in parked file"):
+        list(apply.process((token, {"removal": [("x9", "x1", None)], "file": [None]})))
+    with pytest.raises(RuntimeError, match="which no bundle wrote"):
+        list(apply.process(("0" * 32, {"removal": [("x1", "x2", None)], "file": []})))
+
+    with BeamTestPipeline() as p:
+        res = ExactDedup().expand(p | beam.Create([doc("a", "same text"), doc("b", "Same  text")]), ctx("park", str(tmp_path)))
+        assert_that(summary(res, "park"), equal_to([("kept", "a", None), ("rejected", "b", "a")]))
+    parked = list((tmp_path / "_spill" / "park").glob("*.pkl"))
+    assert parked and sum(len(pickle.loads(f.read_bytes())) for f in parked) == 2
