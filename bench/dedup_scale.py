@@ -8,8 +8,14 @@ corpus is written as JSON lines, then a Beam pipeline reads it, runs ``minhash_d
 128 permutations, word 5-grams, threshold 0.8, signature verification, smallest-id policy) and writes
 kept and rejected records as JSON lines.
 
-    python -P bench/dedup_scale.py --docs 100000                 # what was run here
+    python -P bench/dedup_scale.py --docs 100000
     python -P bench/dedup_scale.py --docs 1000000 --doc-bytes 2000 --workers 2   # the issue's 1M / ~2 GB
+    python -P bench/dedup_scale.py --docs 1000000 --through thresher            # the whole `thresher run`
+
+``--through transform`` (default) runs the ``minhash_dedup`` transform alone and writes ids;
+``--through thresher`` runs what a user runs: ``thresher run`` on a config reading the JSON lines,
+with ``exact_dedup`` then ``minhash_dedup``, writing the kept documents and full rejection records as
+sharded gzip JSON lines plus stats.json (whose record accounting the bench checks).
 
 Peak memory: max RSS of this process (the runner), of the largest worker process
 (multi_processing mode), and the peak of their sum, sampled every half second from /proc.
@@ -18,6 +24,7 @@ Peak memory: max RSS of this process (the runner), of the largest worker process
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import resource
@@ -45,35 +52,67 @@ def vocabulary() -> tuple[list[str], np.ndarray]:
     return list(vocab), p / p.sum()
 
 
-def generate(path: Path, n_docs: int, doc_bytes: int, dup_rate: float, seed: int) -> tuple[int, int]:
-    """Write the corpus; returns (bytes of text, planted near-duplicates)."""
+def generate(path: Path, n_docs: int, doc_bytes: int, dup_rate: float, seed: int) -> tuple[int, np.ndarray]:
+    """Write the corpus; returns (bytes of text, family): family[i] is the index of the original
+    document i was copied from (i itself for originals)."""
     vocab, p = vocabulary()
     vocab_arr = np.asarray(vocab, dtype=object)
     rng = np.random.default_rng(seed)
     words_per_doc = max(20, doc_bytes // 6)
     pool = rng.choice(len(vocab), size=4_000_000, p=p)  # word ids with WikiText frequencies
-    originals: list[np.ndarray] = []
-    total = planted = 0
+    originals: list[tuple[np.ndarray, int]] = []
+    family = np.arange(n_docs, dtype=np.int64)
+    total = 0
     with path.open("w", encoding="utf-8") as out:
         for i in range(n_docs):
             if originals and rng.random() < dup_rate:
-                ids = originals[rng.integers(len(originals))].copy()
+                source, family[i] = originals[rng.integers(len(originals))]
+                ids = source.copy()
                 # 0.2-1% of words replaced: word-5-gram Jaccard >= ~0.9, clearly above 0.8
                 k = max(1, int(len(ids) * rng.uniform(0.002, 0.01)))
                 ids[rng.integers(0, len(ids), k)] = pool[rng.integers(0, len(pool), k)]
-                planted += 1
             else:
                 start = rng.integers(0, len(pool) - words_per_doc)
                 ids = np.roll(pool[start:start + words_per_doc], rng.integers(words_per_doc))
                 rng.shuffle(ids)
                 if len(originals) < 20_000:
-                    originals.append(ids)
+                    originals.append((ids, i))
                 else:
-                    originals[rng.integers(len(originals))] = ids
+                    originals[rng.integers(len(originals))] = (ids, i)
             text = " ".join(vocab_arr[ids])
             total += len(text.encode("utf-8"))
             out.write(json.dumps({"id": f"d{i:09d}", "text": text, "source": "generated", "meta": {}}) + "\n")
-    return total, planted
+    return total, family
+
+
+def corpus_for(workdir: Path, args) -> tuple[Path, int, np.ndarray, float]:
+    """The corpus, generated or (same parameters) reused from an earlier run in ``workdir``."""
+    corpus, meta_path, family_path = workdir / "corpus.jsonl", workdir / "corpus.meta.json", workdir / "family.npy"
+    params = {"docs": args.docs, "doc_bytes": args.doc_bytes, "dup_rate": args.dup_rate, "seed": args.seed}
+    if corpus.exists() and meta_path.exists() and family_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta["params"] == params:
+            return corpus, meta["text_bytes"], np.load(family_path), 0.0
+    start = time.perf_counter()
+    text_bytes, family = generate(corpus, args.docs, args.doc_bytes, args.dup_rate, args.seed)
+    np.save(family_path, family)
+    meta_path.write_text(json.dumps({"params": params, "text_bytes": text_bytes}))
+    return corpus, text_bytes, family, time.perf_counter() - start
+
+
+def removal_pairs(out_dir: Path, through: str) -> list[tuple[str, str]]:
+    """(removed id, duplicate_of) of every rejection record the run wrote."""
+    if through == "transform":
+        files = [f.open(encoding="utf-8") for f in out_dir.glob("rejected*")]
+    else:
+        files = [gzip.open(f, "rt", encoding="utf-8") for f in sorted((out_dir / "rejected").glob("*.jsonl.gz"))]
+    pairs = []
+    for fh in files:
+        with fh:
+            for line in fh:
+                record = json.loads(line)
+                pairs.append((record["id"], record["duplicate_of"]))
+    return pairs
 
 
 class TreeMemory:
@@ -148,6 +187,22 @@ def run(input_path: Path, out_dir: Path, workers: int, mode: str, max_rounds: in
     return time.perf_counter() - start
 
 
+def run_thresher(input_path: Path, out_dir: Path, workers: int, mode: str, max_rounds: int) -> tuple[float, dict]:
+    from thresher.pipeline.config import validate_config
+    from thresher.pipeline.run import run_pipeline
+
+    config = validate_config({
+        "input": {"paths": [str(input_path)], "format": "jsonl"},
+        "output": str(out_dir),
+        "runner": {"name": "direct", "options": {"direct_running_mode": mode, "direct_num_workers": workers}},
+        "output_options": {"shards": 8},
+        "stages": [{"name": "exact_dedup"}, {"name": "minhash_dedup", "max_rounds": max_rounds}],
+    })
+    start = time.perf_counter()
+    result = run_pipeline(config)
+    return time.perf_counter() - start, result.stats
+
+
 def count_lines(prefix: Path) -> int:
     return sum(sum(1 for _ in f.open()) for f in prefix.parent.glob(prefix.name + "*"))
 
@@ -162,31 +217,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="where the corpus and outputs go (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-rounds", type=int, default=20, help="connected-components rounds unrolled")
+    parser.add_argument("--through", choices=["transform", "thresher"], default="transform",
+                        help="the minhash_dedup transform alone, or the whole `thresher run` (exact + minhash)")
     args = parser.parse_args(argv)
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dedup_scale_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    corpus = workdir / "corpus.jsonl"
-    start = time.perf_counter()
-    text_bytes, planted = generate(corpus, args.docs, args.doc_bytes, args.dup_rate, args.seed)
-    gen_s = time.perf_counter() - start
+    corpus, text_bytes, family, gen_s = corpus_for(workdir, args)
+    planted = int(np.count_nonzero(family != np.arange(len(family))))
     out_dir = workdir / "out"
-    with TreeMemory() as memory:
-        wall = run(corpus, out_dir, args.workers, args.mode, args.max_rounds)
-    removed = count_lines(out_dir / "rejected")
-    kept = count_lines(out_dir / "kept")
-    stats = json.loads((next(out_dir.glob("stats*"))).read_text().splitlines()[0])
+    if args.through == "transform":
+        with TreeMemory() as memory:
+            wall = run(corpus, out_dir, args.workers, args.mode, args.max_rounds)
+        removed = count_lines(out_dir / "rejected")
+        kept = count_lines(out_dir / "kept")
+        stats = json.loads((next(out_dir.glob("stats*"))).read_text().splitlines()[0])
+    else:
+        with TreeMemory() as memory:
+            wall, run_stats = run_thresher(corpus, out_dir, args.workers, args.mode, args.max_rounds)
+        totals = run_stats["totals"]
+        if not totals["accounted"] or totals["quarantined"]:
+            raise SystemExit(f"accounting failed: {totals}")
+        kept, removed = totals["kept"], totals["rejected"]
+        stats = {"clusters": sum(stage.get("clusters", 0) for stage in run_stats["stages"])}
     if removed + kept != args.docs:
         raise SystemExit(f"accounting failed: {kept} kept + {removed} removed != {args.docs} documents")
+    # every removal should point into its own family; a removal outside it is a false merge
+    pairs = removal_pairs(out_dir, args.through)
+    if len(pairs) != removed:
+        raise SystemExit(f"{len(pairs)} rejection records for {removed} removals")
+    index = lambda doc_id: int(doc_id[1:])  # noqa: E731 - "d000001234" -> 1234
+    correct = sum(family[index(a)] == family[index(b)] for a, b in pairs)
+    planted_removed = sum(family[index(a)] != index(a) for a, _ in pairs)
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
     print(f"corpus: {args.docs:,} generated documents, {text_bytes / 1e6:.0f} MB of text, {planted:,} planted "
-          f"near-duplicates (generation {gen_s:.0f}s, not timed below); runner: DirectRunner {args.mode}, "
+          f"near-duplicates (generation {gen_s:.0f}s, 0 = reused; not timed below); through: {args.through}; runner: DirectRunner {args.mode}, "
           f"{args.workers} workers, {os.cpu_count()} CPUs\n")
-    print("| docs | MB text | planted near-dups | removed | kept | clusters | wall s | MB/s | docs/s | peak RSS main MB | peak RSS worker MB | peak RSS all MB |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {args.docs:,} | {text_bytes / 1e6:.0f} | {planted:,} | {removed:,} | {kept:,} | {stats['clusters']:,} | "
+    print("| docs | MB text | planted near-dups | removed | false merges | planted recall | kept | clusters | wall s | MB/s | docs/s | peak RSS main MB | peak RSS worker MB | peak RSS all MB |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {args.docs:,} | {text_bytes / 1e6:.0f} | {planted:,} | {removed:,} | {removed - correct:,} | "
+          f"{planted_removed / max(planted, 1):.4f} | {kept:,} | {stats['clusters']:,} | "
           f"{wall:.0f} | {text_bytes / 1e6 / wall:.2f} | {args.docs / wall:,.0f} | {self_rss:,.0f} | {child_rss:,.0f} | {memory.peak_mb:,.0f} |")
 
 
