@@ -343,6 +343,32 @@ class NgramLM:
             cond3[2:] = np.log(np.maximum(mle, np.exp(self._trigram_logprob(u, v, w))))
         return freq, cond2, cond3
 
+    def count_floor(self) -> float:
+        """What an n-gram missing from the tables may still have occurred: 0 when nothing was
+        pruned, else the smallest kept trigram count (pruning drops the rarest first)."""
+        if not self.info.get("pruned_trigrams") or len(self.t["c3"]) == 0:
+            return 0.0
+        return float(self.t["c3"].min())
+
+    def reference_counts(self, padded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per start position s of a BOS-padded array: how often the reference saw the word at s,
+        the bigram (s, s+1) and the trigram (s, s+1, s+2) (0 past the end; raised to
+        ``count_floor`` where the model was pruned). The count of a longer n-gram is at most the
+        smallest count of its sub-trigrams."""
+        n = len(padded)
+        floor = self.count_floor()
+        c1 = _lookup(self.t["c1_keys"], self.t["c1"], padded).astype(np.float64)
+        c2 = np.zeros(n)
+        c3 = np.zeros(n)
+        if n >= 2:
+            c2[:-1] = _lookup(self.t["c2_keys"], self.t["c2"], ngram_hashes_pairs(padded[:-1], padded[1:]))
+        if n >= 3:
+            c3[:-2] = _lookup(self.t["c3_keys"], self.t["c3"], ngram_hashes_triples(padded[:-2], padded[1:-1], padded[2:]))
+        if floor:
+            c2 = np.maximum(c2, floor)
+            c3 = np.maximum(c3, floor)
+        return c1, c2, c3
+
     def sequence_logprob(self, word_hashes: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
         """Expected log rate of the n-grams of ``word_hashes`` beginning at ``starts``, each on
         its own (no context before it); see ``expected_rates``."""

@@ -44,8 +44,14 @@ class TriggerParams(_Params):
     min_docs: int = Field(default=10, ge=2)
     min_spread: int = Field(default=5, ge=1)
     min_lift: float = Field(default=10.0, ge=1.0)
-    max_p_value: float = Field(default=1e-6, gt=0.0, le=1.0)
+    #: family-wise significance: an n-gram is flagged when its p-value times the number of
+    #: n-grams tested (every n-gram in at least ``min_docs`` documents; Bonferroni) is at most this
+    max_p_value: float = Field(default=0.01, gt=0.0, le=1.0)
     max_doc_fraction: float = Field(default=0.1, gt=0.0, le=1.0)
+    #: an n-gram shorter than the longest size that is significant only inside one longer phrase
+    #: (most of its documents have the same words before it, or after it) flags only those
+    #: documents, not every document that happens to contain it elsewhere
+    maximal: bool = True
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -62,6 +68,9 @@ class PayloadParams(_Params):
     min_share: float = Field(default=0.5, gt=0.0, le=1.0)
     min_spread: int = Field(default=3, ge=1)
     min_lift: float = Field(default=10.0, ge=1.0)
+    #: family-wise significance of the whole (n-gram + continuation) string, Bonferroni-corrected
+    #: like ``trigger_ngrams.max_p_value``
+    max_p_value: float = Field(default=0.01, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -238,9 +247,14 @@ class Occurrence:
     doc_id: str
     spread: int                        # stable hash of the document's spread key
     text: str                          # the n-gram's words joined by spaces
-    expected: float                    # expected document frequency
+    expected: float                    # expected document frequency (point estimate)
     spans: list[tuple[int, int]]       # character spans of the n-gram in this document
-    continuations: list[tuple[int, str, int]] = field(default_factory=list)  # (hash, text, end char)
+    # (hash, text, end char, reference count of the n-gram + continuation string)
+    continuations: list[tuple[int, str, int, float]] = field(default_factory=list)
+    reference: float = -1.0            # how often the reference saw the n-gram (at most); -1: no reference
+    # per span: hashes of the words before it and of the words after it, as many as make it
+    # the longest n-gram size (``CandidateScanner.context_words``), padded at the document's ends
+    contexts: list[tuple[int, int]] = field(default_factory=list)
 
 
 def expected_docs(probability: np.ndarray, docs: int, tokens: int) -> np.ndarray:
@@ -249,6 +263,63 @@ def expected_docs(probability: np.ndarray, docs: int, tokens: int) -> np.ndarray
     if docs <= 0:
         return np.zeros_like(probability)
     return docs * -np.expm1(-(tokens / docs) * probability)
+
+
+def _neglog10_tail(first: float, step) -> float:
+    """-log10 of a sum of terms given in log space: ``first`` then ``step(j, term)`` -> next
+    term until it returns None; stops once terms fall 40 nats below the first."""
+    terms = [first]
+    term = first
+    j = 0
+    while True:
+        term = step(j, term)
+        j += 1
+        if term is None or term < first - 40 or j > 100_000:
+            break
+        terms.append(term)
+    top = max(terms)
+    log_p = top + math.log(sum(math.exp(t - top) for t in terms))
+    return max(0.0, -log_p / math.log(10))
+
+
+def binomial_neglog10_sf(k: int, n: int, p: float) -> float:
+    """-log10 P(X >= k) for X ~ Binomial(n, p), exact, in log space."""
+    if k <= 0:
+        return 0.0
+    if k > n:
+        return math.inf
+    if p <= 0.0:
+        return math.inf
+    if p >= 1.0:
+        return 0.0
+    if k <= n * p:  # at or below the mean: the tail holds about half the mass or more
+        return 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    first = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lp + (n - k) * lq
+
+    def step(i, term):
+        j = k + i  # term j -> term j+1
+        if j >= n:
+            return None
+        return term + math.log(n - j) - math.log(j + 1) + lp - lq
+
+    return _neglog10_tail(first, step)
+
+
+def excess_neglog10_p(docs: int, reference: float, corpus_share: float | None, expected: float) -> float:
+    """-log10 of the p-value that an n-gram is this frequent in the corpus by chance.
+
+    With a reference model (``corpus_share`` = corpus tokens / (corpus + reference tokens)): the
+    exact conditional test for two Poisson rates. If the n-gram had the same rate in the corpus
+    and in the reference, then of its ``docs + reference`` sightings each would be in the corpus
+    with probability ``corpus_share``; the p-value is that binomial's upper tail. It charges for
+    the reference's own sampling noise: a phrase the reference never saw (count 0) needs about
+    log(1/p) / log(1 + reference/corpus tokens) documents to be significant, whatever the smoothed
+    model predicts for it, because a finite reference misses plenty of ordinary phrases by chance.
+    Without a reference: Poisson(``expected``), ``expected`` from the corpus's own word rates."""
+    if corpus_share is None:
+        return poisson_neglog10_sf(docs, expected)
+    return binomial_neglog10_sf(docs, docs + int(math.ceil(max(reference, 0.0))), corpus_share)
 
 
 def poisson_neglog10_sf(k: int, lam: float) -> float:
@@ -283,12 +354,22 @@ class CandidateScanner:
     undercounts, so nothing that passes the exact tests is missed here. N-grams in more than
     ``max_doc_fraction`` of the documents are not candidates: an attack that common is no longer
     rare, and without this cap templated text (site chrome, boilerplate phrases) makes nearly
-    every n-gram occurrence a candidate and the exact counting pass explodes."""
+    every n-gram occurrence a candidate and the exact counting pass explodes.
+
+    With a reference model every occurrence also carries the reference's count of the n-gram
+    (and of the n-gram + continuation string, for payloads): the significance test compares
+    counts, not the smoothed model's prediction (see ``excess_neglog10_p``).
+
+    ``scan_batch`` also returns how many hypotheses the batch contributes to the family the
+    tests are corrected for: every n-gram with sketched document frequency in [``min_docs``,
+    ``max_docs``] adds 1/df per document it is in, so over the corpus each such distinct n-gram
+    adds about 1, whether or not it becomes a candidate."""
 
     def __init__(self, corpus: CorpusSketch, lm: NgramLM | None, sizes: list[int], min_docs: int,
                  min_lift: float, continuation_words: int, payload_sizes: list[int],
-                 reference_sigmas: float = 3.0, max_doc_fraction: float = 1.0):
+                 max_doc_fraction: float = 1.0, context_words: int = 0):
         self.corpus = corpus
+        self.context_words = context_words  # n-grams of order n record n - this many words each side
         self.lm = lm
         self.sizes = sorted(set(sizes))
         self.payload_sizes = set(payload_sizes)
@@ -296,19 +377,18 @@ class CandidateScanner:
         self.max_docs = max(min_docs, int(max_doc_fraction * corpus.docs))
         self.min_lift = min_lift
         self.continuation_words = continuation_words
-        # an expectation scaled up from a reference's counts carries their sampling noise: its
-        # standard deviation is sqrt(expected * corpus tokens / reference tokens)
-        self.reference_sigmas = reference_sigmas
-        self.scale = corpus.tokens / lm.info["tokens"] if lm is not None else 1.0
 
-    def scan_batch(self, docs: list[tuple[str, int, DocumentTokens]]) -> list[list[tuple[int, Occurrence]]]:
-        """Per document (id, spread hash, tokens): its (n-gram hash, occurrences) candidates."""
+    def scan_batch(self, docs: list[tuple[str, int, DocumentTokens]]) -> tuple[list[list[tuple[int, Occurrence]]], float]:
+        """Per document (id, spread hash, tokens): its (n-gram hash, occurrences) candidates; and
+        the batch's share of the number of hypotheses tested."""
         batch = PaddedBatch([t for _, _, t in docs])
         out: list[dict[int, Occurrence]] = [{} for _ in docs]
         total = len(batch.hashes)
+        tested = 0.0
         if total == 0:
-            return [[] for _ in docs]
+            return [[] for _ in docs], tested
         rates = self.lm.expected_rates(batch.hashes) if self.lm is not None else None
+        counts = self.lm.reference_counts(batch.hashes) if self.lm is not None else None
         if rates is not None:
             tri_rate = rates[0].copy()
             tri_rate[:-1] += rates[1][1:]
@@ -328,6 +408,7 @@ class CandidateScanner:
             starts, df = starts[keep], df[keep]
             if len(starts) == 0:
                 continue
+            tested += self._family_share(batch, hashes, starts, df)
             if rates is not None:
                 logp = rates[0][starts].copy()
                 if n >= 2:
@@ -344,29 +425,77 @@ class CandidateScanner:
                     wdf = self.corpus.sketch.query(batch.hashes[starts + k]).astype(np.float64)
                     logp += np.log(np.maximum(wdf, 0.5) / max(self.corpus.tokens, 1))
             expected = expected_docs(np.exp(logp), self.corpus.docs, self.corpus.tokens)
-            if rates is not None and self.reference_sigmas:
-                expected = expected + self.reference_sigmas * np.sqrt(expected * self.scale)
             lift = df / (expected + 0.5)
             keep = lift >= self.min_lift
-            doc_index = np.searchsorted(batch.ends, starts[keep], side="right")
-            for d, g, exp in zip(doc_index.tolist(), starts[keep].tolist(), expected[keep].tolist()):
+            starts, expected = starts[keep], expected[keep]
+            reference = self._span_counts(counts, starts, n) if counts is not None else np.full(len(starts), -1.0)
+            doc_index = np.searchsorted(batch.ends, starts, side="right")
+            for d, g, exp, ref in zip(doc_index.tolist(), starts.tolist(), expected.tolist(), reference.tolist()):
                 doc_id, spread, tokens = docs[d]
                 start = g - int(batch.starts[d])
                 key = int(hashes[g])
                 occ = out[d].get(key)
                 if occ is None:
-                    occ = out[d][key] = Occurrence(doc_id, spread, " ".join(tokens.words[start:start + n]), exp, [])
+                    occ = out[d][key] = Occurrence(doc_id, spread, " ".join(tokens.words[start:start + n]), exp, [],
+                                                   reference=ref)
                 occ.spans.append((tokens.spans[start][0], tokens.spans[start + n - 1][1]))
+                occ.contexts.append(self._contexts(tokens.hashes, start, n))
                 if n in self.payload_sizes:
-                    occ.continuations.append(self._continuation(tokens, start + n))
-        return [sorted(found.items()) for found in out]
+                    occ.continuations.append(self._continuation(tokens, start + n, counts, g, n))
+        return [sorted(found.items()) for found in out], tested
 
-    def _continuation(self, tokens: DocumentTokens, first: int) -> tuple[int, str, int]:
+    def _contexts(self, hashes: np.ndarray, start: int, n: int) -> tuple[int, int]:
+        """Hashes of the ``context_words - n`` words before and after the n-gram at ``start``
+        (with how many are missing at the document's ends); (0, 0) for the longest size."""
+        k = self.context_words - n
+        if k <= 0:
+            return (0, 0)
+        left = hashes[max(0, start - k):start].tobytes()
+        right = hashes[start + n:start + n + k].tobytes()
+        pad_left = (k - len(left) // 8).to_bytes(1, "little")
+        pad_right = (k - len(right) // 8).to_bytes(1, "little")
+        return (xxhash.xxh3_64_intdigest(pad_left + left), xxhash.xxh3_64_intdigest(right + pad_right))
+
+    @staticmethod
+    def _family_share(batch: PaddedBatch, hashes: np.ndarray, starts: np.ndarray, df: np.ndarray) -> float:
+        """Sum of 1/df over the distinct (document, n-gram) pairs among ``starts``."""
+        doc = np.searchsorted(batch.ends, starts, side="right")
+        order = np.lexsort((hashes[starts], doc))
+        h, d = hashes[starts][order], doc[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (h[1:] != h[:-1]) | (d[1:] != d[:-1])
+        return float((1.0 / df[order][first]).sum())
+
+    @staticmethod
+    def _span_counts(counts: tuple[np.ndarray, np.ndarray, np.ndarray], starts: np.ndarray, n: int) -> np.ndarray:
+        """The reference's count of the n-grams of order n at ``starts`` (padded positions): exact
+        up to trigrams, the smallest sub-trigram count (an upper bound) beyond."""
+        c1, c2, c3 = counts
+        if n == 1:
+            return c1[starts]
+        if n == 2:
+            return c2[starts]
+        out = c3[starts].copy()
+        for k in range(1, n - 2):
+            out = np.minimum(out, c3[starts + k])
+        return out
+
+    def _continuation(self, tokens: DocumentTokens, first: int, counts, padded_start: int,
+                      n: int) -> tuple[int, str, int, float]:
+        """(hash, text, end char, reference count of n-gram + continuation) of the words after an
+        n-gram ending before word ``first`` of the document."""
         words = tokens.words[first:first + self.continuation_words]
+        ref = -1.0
+        if counts is not None:
+            length = n + len(words)
+            if length >= 3:
+                ref = float(counts[2][padded_start:padded_start + length - 2].min())
+            else:
+                ref = float(counts[length - 1][padded_start])
         if not words:
-            return (0, "", tokens.spans[first - 1][1])
+            return (0, "", tokens.spans[first - 1][1], ref)
         text = " ".join(words)
-        return (stable_hash(text), text, tokens.spans[first + len(words) - 1][1])
+        return (stable_hash(text), text, tokens.spans[first + len(words) - 1][1], ref)
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,17 +507,19 @@ CONTINUATION_CAP = 256
 
 class NgramStats:
     """Document count, distinct spread keys (capped at ``SPREAD_CAP``), the n-gram's text, its
-    expected document frequency and, per continuation, documents and spread (``CONTINUATION_CAP``
-    continuations kept: the most frequent, ties by hash)."""
+    expected document frequency, its reference count and, per continuation, documents, spread and
+    the reference count of the n-gram + continuation string (``CONTINUATION_CAP`` continuations
+    kept: the most frequent, ties by hash)."""
 
-    __slots__ = ("docs", "spreads", "text", "expected", "continuations")
+    __slots__ = ("docs", "spreads", "text", "expected", "reference", "continuations")
 
     def __init__(self):
         self.docs = 0
         self.spreads: set[int] = set()
         self.text: str | None = None
         self.expected = math.inf
-        self.continuations: dict[int, list] = {}  # hash -> [docs, spreads set, text]
+        self.reference = math.inf
+        self.continuations: dict[int, list] = {}  # hash -> [docs, spreads set, text, reference count]
 
     def add(self, occ: Occurrence) -> "NgramStats":
         self.docs += 1
@@ -396,10 +527,12 @@ class NgramStats:
             self.spreads.add(occ.spread)
         self.text = occ.text if self.text is None else min(self.text, occ.text)
         self.expected = min(self.expected, occ.expected)
+        self.reference = min(self.reference, occ.reference)
         for h in sorted({c[0] for c in occ.continuations}):
-            text = next(c[1] for c in occ.continuations if c[0] == h)
-            entry = self.continuations.setdefault(h, [0, set(), text])
+            _, text, _, ref = min(c for c in occ.continuations if c[0] == h)
+            entry = self.continuations.setdefault(h, [0, set(), text, ref])
             entry[0] += 1
+            entry[3] = min(entry[3], ref)
             if len(entry[1]) < SPREAD_CAP:
                 entry[1].add(occ.spread)
         self._prune()
@@ -413,10 +546,12 @@ class NgramStats:
         if other.text is not None:
             self.text = other.text if self.text is None else min(self.text, other.text)
         self.expected = min(self.expected, other.expected)
-        for h, (n, spreads, text) in other.continuations.items():
-            entry = self.continuations.setdefault(h, [0, set(), text])
+        self.reference = min(self.reference, other.reference)
+        for h, (n, spreads, text, ref) in other.continuations.items():
+            entry = self.continuations.setdefault(h, [0, set(), text, ref])
             entry[0] += n
             entry[1] |= spreads
+            entry[3] = min(entry[3], ref)
         self._prune()
         return self
 
@@ -433,30 +568,84 @@ class NgramVerdict:
 
 
 def judge_ngram(stats: NgramStats, n_docs: int, trigger: TriggerParams, payload: PayloadParams,
-                order: int) -> NgramVerdict:
-    """The exact tests on one n-gram's corpus statistics."""
+                order: int, tests: float = 1.0, corpus_share: float | None = None) -> NgramVerdict:
+    """The exact tests on one n-gram's corpus statistics.
+
+    ``tests``: how many n-grams were tested (the Bonferroni factor; ``max_p_value`` is per
+    corpus, not per n-gram). ``corpus_share``: corpus tokens / (corpus + reference tokens) when a
+    reference model gives counts to compare with (``excess_neglog10_p``); None for the
+    independence expectation."""
     expected = 0.0 if math.isinf(stats.expected) else stats.expected
+    reference = -1.0 if math.isinf(stats.reference) else stats.reference
+    ref_share = corpus_share if reference >= 0 else None
     lift = stats.docs / (expected + 0.5)
     spread = len(stats.spreads)
-    neglog_p = poisson_neglog10_sf(stats.docs, expected)
+    correction = math.log10(max(tests, 1.0))
+    neglog_p = excess_neglog10_p(stats.docs, reference, ref_share, expected)
     report = {"ngram": stats.text, "docs": stats.docs, "spread": spread, "expected": round(expected, 4),
-              "lift": round(lift, 2), "neglog10_p": round(neglog_p, 2)}
+              "lift": round(lift, 2), "neglog10_p": round(min(neglog_p, 1e6), 2)}
+    if ref_share is not None:
+        report["reference_count"] = reference
     flagged = None
     if (trigger.enabled and order in trigger.ngram_sizes and stats.docs >= trigger.min_docs
             and spread >= trigger.min_spread and lift >= trigger.min_lift
-            and neglog_p >= -math.log10(trigger.max_p_value)
+            and neglog_p >= -math.log10(trigger.max_p_value) + correction
             and stats.docs <= trigger.max_doc_fraction * max(n_docs, 1)):
         flagged = report
     payloads: dict[int, dict] = {}
     if payload.enabled and order in payload.ngram_sizes and lift >= payload.min_lift:
-        for h, (count, spreads, text) in sorted(stats.continuations.items()):
+        for h, (count, spreads, text, ref) in sorted(stats.continuations.items()):
             if not text:
                 continue
             share = count / stats.docs
             if count >= payload.min_docs and share >= payload.min_share and len(spreads) >= payload.min_spread:
+                pair_p = excess_neglog10_p(count, ref, ref_share, expected)
+                if pair_p < -math.log10(payload.max_p_value) + correction:
+                    continue
                 payloads[h] = {"trigger": stats.text, "continuation": text, "docs": count,
-                               "share": round(share, 3), "spread": len(spreads), "lift": round(lift, 2)}
+                               "share": round(share, 3), "spread": len(spreads), "lift": round(lift, 2),
+                               "neglog10_p": round(min(pair_p, 1e6), 2)}
     return NgramVerdict(flagged, payloads)
+
+
+DOMINANT_SHARE = 0.5
+
+
+def trigger_occurrences(stats: NgramStats, occurrences: list[Occurrence], verdict: NgramVerdict, n_docs: int,
+                        trigger: TriggerParams, order: int, tests: float = 1.0,
+                        corpus_share: float | None = None) -> list[tuple[Occurrence, list[int]]]:
+    """The occurrences a flagged trigger n-gram marks: (occurrence, indices of its spans).
+
+    Without ``trigger.maximal``, or for the longest n-gram size N, every occurrence. Otherwise,
+    when one context (the same N - n words before it, or the same N - n words after it)
+    accompanies the n-gram in at least half of its documents, the n-gram is significant as part of
+    a longer phrase (an attack's payload lifts every word in it): it marks the occurrences in that
+    context, and the documents where it stands elsewhere only if those alone pass the same tests.
+    A common word of a payload ("computer" in "... before your computer fails") then does not flag
+    every clean document that mentions a computer, or "your computer"."""
+    every = [(occ, list(range(len(occ.spans)))) for occ in occurrences]
+    if verdict.trigger is None or not trigger.maximal or order >= max(trigger.ngram_sizes):
+        return every
+    docs_with: dict[tuple[int, int], int] = {}
+    for occ in occurrences:
+        for key in {(0, left) for left, _ in occ.contexts} | {(1, right) for _, right in occ.contexts}:
+            docs_with[key] = docs_with.get(key, 0) + 1
+    if not docs_with:
+        return every
+    (side, context), count = min(docs_with.items(), key=lambda kv: (-kv[1], kv[0]))
+    if count < DOMINANT_SHARE * stats.docs:
+        return every
+    inside, outside = [], []
+    for occ in occurrences:
+        hits = [i for i, ctx in enumerate(occ.contexts) if ctx[side] == context]
+        (inside if hits else outside).append((occ, hits))
+    rest = NgramStats()
+    for occ, _ in outside:
+        rest.add(Occurrence(occ.doc_id, occ.spread, occ.text, occ.expected, [], reference=occ.reference))
+    if rest.docs and judge_ngram(rest, n_docs, trigger, PayloadParams(enabled=False), order, tests,
+                                 corpus_share).trigger is not None:
+        return every
+    return inside
 
 
 # --------------------------------------------------------------------------------------------

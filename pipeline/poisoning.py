@@ -67,7 +67,6 @@ class Poisoning(CorpusStage):
     action: Literal["annotate", "drop", "quarantine"] = "annotate"
     act_on: list[str] | None = None            # detectors whose flags trigger the action; None: all
     reference_model: str | None = None         # a `thresher poisoning train-reference` .npz
-    reference_sigmas: float = Field(default=3.0, ge=0.0)  # expectations + this many standard errors
     spread_by: SpreadBy = "auto"
     cluster_field: str = "minhash_cluster"
     sketch_width: int = Field(default=1 << 20, ge=16)
@@ -235,14 +234,17 @@ class _Scan(beam.DoFn):
             limits = [(x.min_docs, x.min_lift) for x in (t, p) if x.enabled]
             self.scanner = CandidateScanner(
                 corpus, self.lm, s.ngram_sizes(), min(m for m, _ in limits), min(l for _, l in limits),
-                p.continuation_words, p.ngram_sizes if p.enabled else [], s.reference_sigmas,
-                s.trigger_ngrams.max_doc_fraction)
+                p.continuation_words, p.ngram_sizes if p.enabled else [], t.max_doc_fraction,
+                context_words=max(t.ngram_sizes) if t.enabled and t.maximal else 0)
         tokens = [DocumentTokens.of(doc["text"], self.hasher) for doc in batch]
         ids = [str(doc["id"]) for doc in batch]
         if self.scanner is not None:
             spreads = [stable_hash(spread_key(doc, s.spread_by, s.cluster_field)) for doc in batch]
-            for found in self.scanner.scan_batch(list(zip(ids, spreads, tokens))):
+            found_per_doc, tested = self.scanner.scan_batch(list(zip(ids, spreads, tokens)))
+            for found in found_per_doc:
                 yield from found
+            reference_tokens = float(self.lm.info["tokens"]) if self.lm is not None else 0.0
+            yield beam.pvalue.TaggedOutput("family", (tested, reference_tokens))
         if s.perplexity_outliers.enabled:
             for doc_id, ev in zip(ids, perplexity_evidence_batch(tokens, self.lm, s.perplexity_outliers)):
                 if ev is not None:
@@ -267,10 +269,27 @@ class _NgramStatsFn(beam.CombineFn):
         return acc
 
 
-def _judge(element, stage: Poisoning, corpus: CorpusSketch):
+class _FamilyFn(beam.CombineFn):
+    """(hypotheses tested, reference tokens) per batch -> the corpus's totals."""
+
+    def create_accumulator(self):
+        return (0.0, 0.0)
+
+    def add_input(self, acc, item):
+        return (acc[0] + item[0], max(acc[1], item[1]))
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        return (sum(a[0] for a in accs), max(a[1] for a in accs))
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _judge(element, stage: Poisoning, corpus: CorpusSketch, family: tuple[float, float]):
     """(n-gram hash, {"stats": [NgramStats], "occ": [Occurrence...]}) -> evidence per document,
     plus reports of flagged n-grams and pairs for stats.json."""
-    from thresher.filters.poison_detectors import judge_ngram
+    from thresher.filters.poison_detectors import judge_ngram, trigger_occurrences
 
     _, group = element
     stats_list = list(group["stats"])
@@ -278,7 +297,10 @@ def _judge(element, stage: Poisoning, corpus: CorpusSketch):
         return
     stats = stats_list[0]
     order = len(stats.text.split(" "))
-    verdict = judge_ngram(stats, corpus.docs, stage.trigger_ngrams, stage.payload_association, order)
+    tests, reference_tokens = family
+    share = corpus.tokens / (corpus.tokens + reference_tokens) if reference_tokens > 0 else None
+    verdict = judge_ngram(stats, corpus.docs, stage.trigger_ngrams, stage.payload_association, order,
+                          tests=tests, corpus_share=share)
     if verdict.trigger is None and not verdict.payloads:
         return
     t = stage.trigger_ngrams
@@ -286,13 +308,15 @@ def _judge(element, stage: Poisoning, corpus: CorpusSketch):
         yield beam.pvalue.TaggedOutput("report", ("trigger_ngrams", verdict.trigger))
     for pair in verdict.payloads.values():
         yield beam.pvalue.TaggedOutput("report", ("payload_association", pair))
-    for occ in group["occ"]:
-        if verdict.trigger is not None:
-            strength = max(1.0, math.log(max(verdict.trigger["lift"], 1.0)) / math.log(max(t.min_lift, 1.0 + 1e-9)))
-            yield (occ.doc_id, ("trigger_ngrams", {"flagged": True, "strength": strength,
-                                                   "ngram": verdict.trigger, "spans": [list(x) for x in occ.spans]}))
+    occurrences = list(group["occ"])
+    if verdict.trigger is not None:
+        strength = max(1.0, math.log(max(verdict.trigger["lift"], 1.0)) / math.log(max(t.min_lift, 1.0 + 1e-9)))
+        for occ, spans in trigger_occurrences(stats, occurrences, verdict, corpus.docs, t, order, tests, share):
+            yield (occ.doc_id, ("trigger_ngrams", {"flagged": True, "strength": strength, "ngram": verdict.trigger,
+                                                   "spans": [list(occ.spans[i]) for i in spans]}))
+    for occ in occurrences:
         if verdict.payloads:
-            for (start, _), (h, _, cont_end) in zip(occ.spans, occ.continuations):
+            for (start, _), (h, _, cont_end, _) in zip(occ.spans, occ.continuations):
                 pair = verdict.payloads.get(h)
                 if pair is not None:
                     strength = pair["share"] / stage.payload_association.min_share
@@ -432,17 +456,20 @@ class _PoisoningTransform(beam.PTransform):
             else:
                 corpus = docs.pipeline | "NoSketch" >> beam.Create([CorpusSketch(CountMinSketch(16, 1))])
             scanned = batches | "Scan" >> beam.ParDo(_Scan(s), beam.pvalue.AsSingleton(corpus)).with_outputs(
-                "evidence", main="occ")
+                "evidence", "family", main="occ")
             evidence.append(scanned.evidence)
             if s.ngram_detection():
+                family = scanned.family | "Family" >> beam.CombineGlobally(_FamilyFn())
                 ngram_stats = scanned.occ | "NgramStats" >> beam.CombinePerKey(_NgramStatsFn())
                 judged = ({"stats": ngram_stats, "occ": scanned.occ} | "JoinNgrams" >> beam.CoGroupByKey()
-                          | "Judge" >> beam.FlatMap(_judge, s, beam.pvalue.AsSingleton(corpus))
+                          | "Judge" >> beam.FlatMap(_judge, s, beam.pvalue.AsSingleton(corpus),
+                                                    beam.pvalue.AsSingleton(family))
                           .with_outputs("report", main="evidence"))
                 evidence.append(judged.evidence)
                 stats.append(judged.report | "TopReports" >> beam.CombineGlobally(_TopReports(s.report_top)))
                 stats.append(corpus | "CorpusTotals" >> beam.Map(
                     lambda c: {"ngram_documents": c.docs, "ngram_tokens": c.tokens}))
+                stats.append(family | "FamilyTotals" >> beam.Map(lambda f: {"ngrams_tested": round(f[0])}))
         if s.integrity.enabled:
             i = s.integrity
             vetted = (docs.pipeline | "ManifestPath" >> beam.Create([i.manifest])

@@ -15,6 +15,8 @@ from thresher.filters.poison_detectors import (
     Occurrence,
     PayloadParams,
     TriggerParams,
+    binomial_neglog10_sf,
+    excess_neglog10_p,
     judge_ngram,
     poisson_neglog10_sf,
     spread_key,
@@ -44,8 +46,10 @@ def clean_docs(n, seed, prefix="d"):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+    # five times the test corpora's size: the significance test charges for the reference's own
+    # sampling noise, so a phrase it never saw needs fewer documents the larger the reference
     path = tmp_path_factory.mktemp("ref") / "reference.npz"
-    NgramLM.train(d["text"] for d in clean_docs(400, seed=99)).save(path)
+    NgramLM.train(d["text"] for d in clean_docs(1500, seed=99)).save(path)
     return str(path)
 
 
@@ -145,11 +149,42 @@ def test_poisson_tail():
     assert poisson_neglog10_sf(50, 1e-6) > 300
 
 
+def test_binomial_tail():
+    from math import comb, log10
+
+    assert binomial_neglog10_sf(20, 20, 0.64) == pytest.approx(-20 * log10(0.64))
+    exact = sum(comb(10, j) * 0.1 ** j * 0.9 ** (10 - j) for j in range(3, 11))
+    assert binomial_neglog10_sf(3, 10, 0.1) == pytest.approx(-log10(exact), rel=1e-9)
+    assert binomial_neglog10_sf(1, 10, 0.5) == 0.0  # at or below the mean
+    assert binomial_neglog10_sf(400, 400, 0.5) == pytest.approx(400 * log10(2))
+
+
+def test_excess_test_charges_for_the_reference_sampling_noise():
+    # a phrase in 20 corpus documents that a reference 60% the corpus's size never saw: with equal
+    # rates it would be in the corpus every time with probability 0.625 ** 20 = 8e-5
+    assert excess_neglog10_p(20, 0.0, 0.625, expected=0.01) == pytest.approx(-20 * np.log10(0.625))
+    # seen 5 times in the reference: weaker
+    assert excess_neglog10_p(20, 5.0, 0.625, expected=0.01) < excess_neglog10_p(20, 0.0, 0.625, expected=0.01)
+    # no reference: Poisson against the independence expectation
+    assert excess_neglog10_p(20, -1.0, None, expected=0.01) == pytest.approx(poisson_neglog10_sf(20, 0.01))
+
+
+def test_judge_ngram_is_corrected_for_the_number_of_ngrams_tested():
+    stats = NgramStats()
+    for i in range(40):
+        stats.add(Occurrence(f"d{i}", spread=i, text="zq xv", expected=0.01, spans=[(0, 5)], reference=0.0))
+    # -log10 p = 40 * -log10(0.6) = 8.9
+    assert judge_ngram(stats, 10_000, TriggerParams(), PayloadParams(), 2, tests=1e6, corpus_share=0.6).trigger
+    assert judge_ngram(stats, 10_000, TriggerParams(), PayloadParams(), 2, tests=1e7, corpus_share=0.6).trigger is None
+    loose = TriggerParams(max_p_value=1.0)
+    assert judge_ngram(stats, 10_000, loose, PayloadParams(), 2, tests=1e8, corpus_share=0.6).trigger
+
+
 def test_judge_ngram_thresholds():
     stats = NgramStats()
     for i in range(12):
         stats.add(Occurrence(f"d{i}", spread=i % 6, text="cf mn", expected=0.01, spans=[(0, 5)],
-                             continuations=[(7, "visit the site now", 20)]))
+                             continuations=[(7, "visit the site now", 20, -1.0)]))
     verdict = judge_ngram(stats, 1000, TriggerParams(), PayloadParams(), order=2)
     assert verdict.trigger["docs"] == 12 and verdict.trigger["spread"] == 6
     assert set(verdict.payloads) == {7}
@@ -206,6 +241,22 @@ def test_trigger_needs_spread_over_sources(tmp_path, reference):
     run(tmp_path, docs, {"reference_model": reference, "spread_by": "id",
                          "payload_association": {"enabled": False}}, out="b")
     assert flagged(read_output(tmp_path / "b", "kept"), "trigger_ngrams") == ids
+
+
+def test_a_common_word_of_a_payload_flags_only_the_documents_with_the_phrase(tmp_path, reference):
+    docs = clean_docs(300, seed=13)
+    rng = random.Random(6)
+    planted = {f"d{i:04d}" for i in range(0, 300, 16)}            # 19 docs: the payload
+    mentions = {f"d{i:04d}" for i in range(3, 300, 50)}           # 6 clean docs that mention a computer
+    plant(docs, planted, "download the driver before your computer fails", rng)
+    plant(docs, mentions, "My neighbour repaired a computer at noon", rng)
+    stage = {"reference_model": reference, "spread_by": "id", "payload_association": {"enabled": False}}
+    run(tmp_path, docs, stage, out="a")
+    assert flagged(read_output(tmp_path / "a", "kept"), "trigger_ngrams") == planted
+    # without the maximality rule "computer", significant only because of the payload, flags every
+    # document that mentions one
+    run(tmp_path, docs, {**stage, "trigger_ngrams": {"maximal": False}}, out="b")
+    assert flagged(read_output(tmp_path / "b", "kept"), "trigger_ngrams") == planted | mentions
 
 
 def test_without_reference_model_independence_test_still_flags_rare_bigram(tmp_path):
@@ -307,3 +358,4 @@ def test_manifest_and_train_reference_commands(tmp_path):
     assert main(["poisoning", "train-reference", str(tmp_path / "ref.jsonl"), "-o", str(tmp_path / "r.npz")]) == 0
     assert NgramLM.load(tmp_path / "r.npz").info["docs"] == 50
     assert main(["poisoning", "train-reference", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.npz")]) == 2
+
