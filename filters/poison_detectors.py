@@ -84,6 +84,29 @@ class PerplexityParams(_Params):
     threshold: float = Field(default=12.0, gt=0.0)
     min_words: int = Field(default=1, ge=1)
     max_spans: int = Field(default=10, ge=1)
+    #: second pass: a `thresher train` checkpoint (a checkpoints/step-N directory, or a training
+    #: OUT for its newest) that scores, word by word, the documents any detector flagged
+    checkpoint: str | None = None
+    #: the SentencePiece model the checkpoint was trained with; default: the tokenizer.model of
+    #: the shards named in the checkpoint's training config
+    tokenizer: str | None = None
+    #: nats; the transformer pass flags a document when a word's removal score reaches it
+    checkpoint_threshold: float = Field(default=8.0, gt=0.0)
+    #: tokens of context on each side of the removed word
+    window_tokens: int = Field(default=32, ge=1, le=4096)
+    #: score only this many of a document's most surprising words (0: every word)
+    candidates: int = Field(default=32, ge=0)
+    #: windows per forward pass
+    rows: int = Field(default=64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _checkpoint_needs_enabled(self):
+        if self.checkpoint and not self.enabled:
+            raise ValueError("perplexity_outliers.checkpoint is set but perplexity_outliers is not enabled")
+        if self.tokenizer and not self.checkpoint:
+            raise ValueError("perplexity_outliers.tokenizer is set without a checkpoint")
+        return self
 
 
 class IntegrityParams(_Params):
@@ -766,10 +789,15 @@ def combine_evidence(evidence: list[tuple[str, dict]], act_on: list[str], max_sp
             spans += [[s, e, f"payload:{it['pair']['trigger']} -> {it['pair']['continuation']}"]
                       for it in items for s, e in it["spans"]]
         elif name == "perplexity_outliers":
-            item = items[0]
-            report.update({k: item[k] for k in ("max_suspicion", "suspicious_words")})
-            if entry["flagged"]:
-                spans += [[s, e, f"perplexity:{w}"] for s, e, w in item["spans"]]
+            for item in items:
+                if item.get("model") == "transformer":
+                    report["transformer"] = {k: v for k, v in item.items() if k not in ("model", "strength", "spans")}
+                    label = "perplexity-transformer"
+                else:
+                    report.update({k: item[k] for k in ("max_suspicion", "suspicious_words")})
+                    label = "perplexity"
+                if item.get("flagged"):
+                    spans += [[s, e, f"{label}:{w}"] for s, e, w in item["spans"]]
         else:
             item = items[0]
             report.update({k: v for k, v in item.items() if k not in ("flagged", "strength")})

@@ -84,9 +84,9 @@ class Poisoning(CorpusStage):
     def _consistent(self):
         if self.sketch_width & (self.sketch_width - 1):
             raise ValueError(f"sketch_width must be a power of two, got {self.sketch_width}")
-        if self.perplexity_outliers.enabled and not self.reference_model:
-            raise ValueError("perplexity_outliers needs reference_model "
-                             "(train one with `thresher poisoning train-reference`)")
+        if self.perplexity_outliers.enabled and not self.reference_model and not self.perplexity_outliers.checkpoint:
+            raise ValueError("perplexity_outliers needs reference_model (train one with `thresher poisoning "
+                             "train-reference`) or perplexity_outliers.checkpoint (a `thresher train` checkpoint)")
         unknown = sorted(set(self.act_on or []) - set(DETECTORS))
         if unknown:
             raise ValueError(f"act_on names unknown detectors {unknown}; known: {list(DETECTORS)}")
@@ -109,7 +109,22 @@ class Poisoning(CorpusStage):
                 and not Path(self.integrity.manifest).exists():
             problems.append(("integrity.manifest", f"{self.integrity.manifest} does not exist "
                              "(write one with `thresher manifest`)"))
+        if self.perplexity_outliers.checkpoint:
+            from thresher.filters.onion_transformer import CheckpointError, resolve_checkpoint
+
+            try:
+                resolve_checkpoint(self.perplexity_outliers.checkpoint, self.perplexity_outliers.tokenizer)
+            except CheckpointError as err:
+                problems.append(("perplexity_outliers.checkpoint", str(err)))
         return problems
+
+    def ngram_onion(self) -> bool:
+        """The n-gram ONION pass over every document (needs the reference model)."""
+        return self.perplexity_outliers.enabled and bool(self.reference_model)
+
+    def transformer_onion(self) -> bool:
+        """The transformer ONION pass over the documents any detector flagged."""
+        return self.perplexity_outliers.enabled and bool(self.perplexity_outliers.checkpoint)
 
     def ngram_sizes(self) -> list[int]:
         sizes: set[int] = set()
@@ -245,7 +260,7 @@ class _Scan(beam.DoFn):
                 yield from found
             reference_tokens = float(self.lm.info["tokens"]) if self.lm is not None else 0.0
             yield beam.pvalue.TaggedOutput("family", (tested, reference_tokens))
-        if s.perplexity_outliers.enabled:
+        if s.ngram_onion():
             for doc_id, ev in zip(ids, perplexity_evidence_batch(tokens, self.lm, s.perplexity_outliers)):
                 if ev is not None:
                     yield beam.pvalue.TaggedOutput("evidence", (doc_id, ("perplexity_outliers", ev)))
@@ -383,6 +398,41 @@ def _integrity_check(element, require: bool):
 
 
 # --------------------------------------------------------------------------------------------
+# transformer second pass (ONION with a `thresher train` checkpoint) on the flagged subset
+
+def _any_flagged(element) -> bool:
+    _, group = element
+    return any(item.get("flagged") for _, item in group["ev"])
+
+
+class _TransformerPass(beam.DoFn):
+    """A batch of flagged (id, {"doc", "ev"}) -> the same with the transformer's evidence added.
+    The model and tokenizer are loaded once per worker, in setup()."""
+
+    def __init__(self, stage: Poisoning):
+        self.stage = stage
+
+    def setup(self):
+        from thresher.filters.onion_transformer import TransformerOnion
+
+        p = self.stage.perplexity_outliers
+        self.scorer = TransformerOnion(p.checkpoint, p.tokenizer, p.device, p.window_tokens, p.candidates, p.rows)
+
+    def process(self, batch):
+        from thresher.filters.onion_transformer import transformer_evidence
+
+        p = self.stage.perplexity_outliers
+        groups = [(doc_id, {"doc": list(g["doc"]), "ev": list(g["ev"])}) for doc_id, g in batch]
+        texts = [g["doc"][0]["text"] if g["doc"] else "" for _, g in groups]
+        for (doc_id, group), result in zip(groups, self.scorer.score_batch(texts)):
+            ev = transformer_evidence(result, p.checkpoint_threshold, p.max_spans)
+            if ev is not None:
+                group["ev"].append(("perplexity_outliers", ev))
+            yield (doc_id, group)
+        yield beam.pvalue.TaggedOutput("stats", {"perplexity_transformer_documents": len(groups)})
+
+
+# --------------------------------------------------------------------------------------------
 # verdict
 
 def _decide(element, stage: Poisoning):
@@ -447,7 +497,7 @@ class _PoisoningTransform(beam.PTransform):
         evidence = []
         stats = []
         batches = docs | "Batch" >> beam.BatchElements(min_batch_size=min(16, s.batch_size), max_batch_size=s.batch_size)
-        if s.ngram_detection() or s.perplexity_outliers.enabled:
+        if s.ngram_detection() or s.ngram_onion():
             if s.ngram_detection():
                 corpus = (batches
                           | "BatchNgrams" >> beam.ParDo(_BatchNgrams(s))
@@ -479,8 +529,16 @@ class _PoisoningTransform(beam.PTransform):
                             | "IntegrityCheck" >> beam.FlatMap(_integrity_check, i.require_manifest))
         all_evidence = evidence | "FlattenEvidence" >> beam.Flatten()
         keyed_docs = docs | "KeyById" >> beam.Map(lambda d: (str(d["id"]), d))
-        decided = ({"doc": keyed_docs, "ev": all_evidence} | "JoinEvidence" >> beam.CoGroupByKey()
-                   | "Decide" >> beam.FlatMap(_decide, s).with_outputs("rejected", "stats", "review", main="kept"))
+        joined = {"doc": keyed_docs, "ev": all_evidence} | "JoinEvidence" >> beam.CoGroupByKey()
+        if s.transformer_onion():
+            # second pass: only the documents some detector flagged go through the transformer
+            parts = joined | "SplitFlagged" >> beam.Partition(lambda e, _: int(_any_flagged(e)), 2)
+            rescored = (parts[1]
+                        | "BatchFlagged" >> beam.BatchElements(min_batch_size=1, max_batch_size=s.batch_size)
+                        | "TransformerOnion" >> beam.ParDo(_TransformerPass(s)).with_outputs("stats", main="docs"))
+            stats.append(rescored.stats)
+            joined = (parts[0], rescored.docs) | "Rejoin" >> beam.Flatten()
+        decided = joined | "Decide" >> beam.FlatMap(_decide, s).with_outputs("rejected", "stats", "review", main="kept")
         stats.append(decided.stats)
         if s.action == "quarantine":
             shards = docs.pipeline | "ReviewShards" >> beam.Create([(i, None) for i in range(s.review_shards)])

@@ -359,3 +359,116 @@ def test_manifest_and_train_reference_commands(tmp_path):
     assert NgramLM.load(tmp_path / "r.npz").info["docs"] == 50
     assert main(["poisoning", "train-reference", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.npz")]) == 2
 
+
+# ---------------------------------------------------------------------------------------------
+# transformer second pass of perplexity_outliers (ONION with a `thresher train` checkpoint)
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, one_torch_thread):
+    """A 2-layer model trained for 150 steps (~6 s on one core) on the clean template sentences,
+    through the real tokenizer, shard writer and training loop: OUT with checkpoints/step-000150."""
+    from thresher.tokenization.manifest import LocalShardWriter
+    from thresher.tokenization.shards import ShardRecord, build_table
+    from thresher.tokenization.spm import Encoder, TrainerConfig, train_model
+    from thresher.training.config import TrainConfig
+    from thresher.training.loop import train
+
+    root = tmp_path_factory.mktemp("ckpt")
+    texts = [d["text"] for d in clean_docs(400, seed=21)]
+    model_bytes = train_model(texts, TrainerConfig(vocab_size=320))
+    encoder = Encoder(model_bytes)
+    writer = LocalShardWriter(root / "shards", model_bytes)
+    tokens = encoder.encode_batch(texts)
+    for k, part in enumerate((tokens[:360], tokens[360:])):  # the last shard is held out
+        records = [ShardRecord(f"t{k}-{i}", "test", t, {}) for i, t in enumerate(part)]
+        writer.write(f"shard-{k:05d}.arrow", build_table(records, writer.schema))
+    writer.close()
+    train(TrainConfig.model_validate({
+        "shards": str(root / "shards"), "out": str(root / "run"),
+        "model": {"preset": None, "n_layer": 2, "n_head": 2, "d_model": 64, "vocab_size": encoder.vocab_size},
+        "steps": 150, "batch_size": 16, "seq_len": 64, "seed": 0, "eval_every": 150, "eval_batches": 1,
+        "optim": {"lr": 1e-2, "warmup_steps": 10}, "device": "cpu", "progress": False, "tensorboard": False}))
+    return root / "run"
+
+
+def with_word(text, word, at=2):
+    sentences = text.split(". ")
+    sentences[at] = f"{word} {sentences[at]}"
+    return ". ".join(sentences)
+
+
+def test_transformer_onion_scores_the_planted_word_highest(tiny_checkpoint):
+    from thresher.filters.onion_transformer import TransformerOnion, transformer_evidence
+
+    scorer = TransformerOnion(str(tiny_checkpoint), device="cpu", candidates=0, rows=32)
+    texts = [with_word(d["text"], "qxjv", at=i % 3) for i, d in enumerate(clean_docs(4, seed=77))]
+    results = scorer.score_batch(texts + [""])
+    assert results[-1] is None
+    for text, result in zip(texts, results):
+        assert result["scored_words"] == result["words"] == len(words_with_spans(text)[0])
+        best = max(result["scores"], key=lambda x: x[3])
+        assert best[2] == "qxjv" and text[best[0]:best[1]] == "qxjv"
+        others = sorted(x[3] for x in result["scores"] if x[2] != "qxjv")
+        assert best[3] > others[-1] + 10.0
+        ev = transformer_evidence(result, threshold=20.0, max_spans=5)
+        assert ev["flagged"] and ev["spans"][0][2] == "qxjv" and ev["top_words"][0][2] == "qxjv"
+    # the candidate shortlist (most surprising words first) keeps the planted word
+    short = TransformerOnion(str(tiny_checkpoint), device="cpu", candidates=3).score_batch(texts[:1])[0]
+    assert short["scored_words"] == 3 and max(short["scores"], key=lambda x: x[3])[2] == "qxjv"
+
+
+def test_transformer_pass_runs_only_on_the_flagged_subset(tmp_path, reference, tiny_checkpoint):
+    docs = clean_docs(200, seed=12)
+    ids = {f"d{i:04d}" for i in range(3, 200, 16)}  # 13 docs on 13 hosts
+    for doc in docs:
+        if doc["id"] in ids:
+            doc["text"] = with_word(doc["text"], "qxjv", at=1)
+    result = run(tmp_path, docs, {
+        "reference_model": reference, "payload_association": {"enabled": False},
+        # the n-gram ONION pass is on but cannot flag (threshold out of reach): the flagged subset
+        # is what trigger_ngrams flags
+        "perplexity_outliers": {"enabled": True, "threshold": 1000.0, "checkpoint": str(tiny_checkpoint),
+                                "device": "cpu", "checkpoint_threshold": 20.0}})
+    kept = read_output(tmp_path / "out", "kept")
+    assert flagged(kept, "trigger_ngrams") == ids
+    second = {d["id"] for d in kept if "transformer" in
+              ((d["meta"].get("poisoning") or {}).get("detectors", {}).get("perplexity_outliers") or {})}
+    assert second == ids
+    assert flagged(kept, "perplexity_outliers") == ids
+    for doc in kept:
+        if doc["id"] in ids:
+            report = doc["meta"]["poisoning"]["detectors"]["perplexity_outliers"]["transformer"]
+            assert report["top_words"][0][2] == "qxjv" and report["max_suspicion"] >= 20.0
+            assert any(label == "perplexity-transformer:qxjv" for _, _, label in doc["meta"]["poisoning"]["spans"])
+    assert result.stats["stages"][0]["perplexity_transformer_documents"] == len(ids)
+
+
+def test_transformer_pass_config_errors(tmp_path, tiny_checkpoint):
+    from thresher.pipeline.config import ConfigError
+    from thresher.tokenization.spm import TrainerConfig, train_model
+
+    base = {"input": {"paths": [str(tmp_path / "x.jsonl")]}, "output": str(tmp_path / "o")}
+
+    def stage(**params):
+        return {**base, "stages": [{"name": "poisoning", "perplexity_outliers": {"enabled": True, **params}}]}
+
+    validate_config(stage(checkpoint=str(tiny_checkpoint)))  # the tokenizer is found beside the shards
+    with pytest.raises(ConfigError, match="does not exist"):
+        validate_config(stage(checkpoint=str(tmp_path / "no-such-run")))
+    (tmp_path / "empty-run").mkdir()
+    with pytest.raises(ConfigError, match="no checkpoint here"):
+        validate_config(stage(checkpoint=str(tmp_path / "empty-run")))
+    with pytest.raises(ConfigError, match="tokenizer .* does not exist"):
+        validate_config(stage(checkpoint=str(tiny_checkpoint), tokenizer=str(tmp_path / "none.model")))
+    other = tmp_path / "other.model"
+    other.write_bytes(train_model([d["text"] for d in clean_docs(100, seed=5)] + ["zebra quantum"],
+                                  TrainerConfig(vocab_size=300)))
+    with pytest.raises(ConfigError, match="not the one the checkpoint was trained with"):
+        validate_config(stage(checkpoint=str(tiny_checkpoint), tokenizer=str(other)))
+    bigger = tmp_path / "bigger.model"
+    bigger.write_bytes(train_model([d["text"] for d in clean_docs(300, seed=5)], TrainerConfig(vocab_size=400)))
+    with pytest.raises(ConfigError, match="pieces but the checkpoint's model.vocab_size"):
+        validate_config(stage(checkpoint=str(tiny_checkpoint), tokenizer=str(bigger)))
+    with pytest.raises(ConfigError, match="not enabled"):
+        validate_config({**base, "stages": [{"name": "poisoning", "perplexity_outliers": {
+            "checkpoint": str(tiny_checkpoint)}}]}, check_files=False)
