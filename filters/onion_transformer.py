@@ -175,29 +175,41 @@ class TransformerOnion:
     # -- model -------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _nll(self, seqs: list[np.ndarray]) -> list[np.ndarray]:
-        """Per-position negative log-likelihood of each sequence (position 0, which has no
-        context, gets 0)."""
+    def _nll(self, seqs: list[np.ndarray], firsts: list[int] | None = None) -> list[np.ndarray]:
+        """Per-position negative log-likelihood of each sequence, from position ``firsts[i]`` (at
+        least 1: position 0 has no context) on; earlier positions get 0. Only the needed
+        positions go through the output projection, the largest matrix of a small model."""
         out: list[np.ndarray | None] = [None] * len(seqs)
+        firsts = firsts or [1] * len(seqs)
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        model = self.model
         for b in range(0, len(order), self.rows):
             group = order[b:b + self.rows]
             width = max(len(seqs[i]) for i in group)
-            if width < 2:
-                for i in group:
-                    out[i] = np.zeros(len(seqs[i]))
-                continue
             ids = torch.zeros(len(group), width, dtype=torch.long)
-            targets = torch.full((len(group), width - 1), -100, dtype=torch.long)
+            rows, cols, targets = [], [], []
             for r, i in enumerate(group):
-                seq = torch.from_numpy(seqs[i])
-                ids[r, :len(seq)] = seq
-                targets[r, :len(seq) - 1] = seq[1:]
-            _, loss = self.model(ids[:, :-1].to(self.device), None, targets=targets.to(self.device), reduction="none")
-            loss = loss.float().cpu().numpy()
+                seq = seqs[i]
+                ids[r, :len(seq)] = torch.from_numpy(seq)
+                for p in range(max(1, firsts[i]), len(seq)):
+                    rows.append(r)
+                    cols.append(p - 1)  # the hidden state at p - 1 predicts position p
+                    targets.append(int(seq[p]))
+            nll_flat = np.zeros(0)
+            if targets:
+                x = model.drop(model.embed(ids.to(self.device)))
+                for block in model.blocks:
+                    x = block(x, None)
+                hidden = model.norm(x)[torch.tensor(rows), torch.tensor(cols)]
+                logits = torch.nn.functional.linear(hidden, model.embed.weight).float()
+                nll_flat = torch.nn.functional.cross_entropy(
+                    logits, torch.tensor(targets, device=logits.device), reduction="none").cpu().numpy()
+            k = 0
             for r, i in enumerate(group):
                 nll = np.zeros(len(seqs[i]))
-                nll[1:] = loss[r, :len(seqs[i]) - 1]
+                n = max(0, len(seqs[i]) - max(1, firsts[i]))
+                nll[len(seqs[i]) - n:] = nll_flat[k:k + n]
+                k += n
                 out[i] = nll
         return out  # type: ignore[return-value]
 
@@ -221,18 +233,19 @@ class TransformerOnion:
         order, "scored_words", "words"}; None for a document without words."""
         docs = [self._tokens(t) for t in texts]
         # pass 1: every token's NLL in the document, in overlapping model-length chunks
-        chunk_seqs, chunk_index = [], []
+        chunk_seqs, chunk_firsts, chunk_index = [], [], []
         for d, (ids, ranges, _, _) in enumerate(docs):
             if not ranges:
                 continue
             for start, end, report in self._chunks(ids):
                 chunk_seqs.append(ids[start:end])
+                chunk_firsts.append(report - start)
                 chunk_index.append((d, start, report))
         token_nll = [np.zeros(len(ids)) for ids, _, _, _ in docs]
-        for (d, start, report), nll in zip(chunk_index, self._nll(chunk_seqs)):
+        for (d, start, report), nll in zip(chunk_index, self._nll(chunk_seqs, chunk_firsts)):
             token_nll[d][report:start + len(nll)] = nll[report - start:]
         # pass 2: the candidates' windows with and without the word
-        plan, seqs = [], []
+        plan, seqs, firsts = [], [], []
         means = []
         for d, (ids, ranges, _, _) in enumerate(docs):
             if not ranges:
@@ -251,7 +264,8 @@ class TransformerOnion:
                 without_seq = np.concatenate([ids[s0:a], ids[b:right]])
                 plan.append((d, w, a - s0, b - s0, right - s0, a - s0))
                 seqs += [with_seq, without_seq]
-        results = self._nll(seqs) if seqs else []
+                firsts += [a - s0, a - s0]  # the left window is context only
+        results = self._nll(seqs, firsts) if seqs else []
         scores: list[list] = [[] for _ in docs]
         for k, (d, w, a, b, right, cut) in enumerate(plan):
             with_nll, without_nll = results[2 * k], results[2 * k + 1]
