@@ -121,6 +121,23 @@ class _ClusterStatsFn(beam.CombineFn):
         return acc
 
 
+def _check_conservation(stats: dict, written: int, stage_name: str) -> dict:
+    """Every removal the clusters call for must come out as a rejection record. A mismatch means
+    data was lost between the groupings (it has been seen with the local DirectRunner's
+    multi_processing mode on 1,000,000 documents); fail rather than keep the duplicates silently."""
+    if stats["duplicates_removed"] != written:
+        raise RuntimeError(
+            f"{stage_name}: the clusters call for {stats['duplicates_removed']} removals but {written} rejection "
+            f"records were written; data was lost between pipeline steps (a runner fault), so this output would "
+            f"keep duplicates. Re-run; on the local runner try direct_running_mode: in_memory.")
+    return stats
+
+
+def _conserved_stats(stats, rejected, stage_name: str, prefix: str):
+    written = rejected | f"{prefix}CountRemovals" >> beam.combiners.Count.Globally()
+    return stats | f"{prefix}CheckRemovals" >> beam.Map(_check_conservation, beam.pvalue.AsSingleton(written), stage_name)
+
+
 # --------------------------------------------------------------------------------------------
 # connected components: alternating large-star / small-star (Kiveris et al., SoCC 2014)
 
@@ -399,10 +416,11 @@ def _apply_exact(stage: ExactDedup, docs, directory: str, label: str) -> CorpusR
         split = (removal_by_file, parked.files) | p + "Remove" >> _ApplyRemovalsTransform(directory, stage.name)
         docs = split.kept
         rejected.append(split.rejected)
-        stats.append(best
+        doc_stats = (best
                      | p + "GroupSizes" >> beam.Map(lambda kv: kv[1][1])
                      | p + "OnlyDupGroups" >> beam.Filter(lambda n: n > 1)
                      | p + "ClusterStats" >> beam.CombineGlobally(_ClusterStatsFn()))
+        stats.append(_conserved_stats(doc_stats, split.rejected, stage.name, p))
     if stage.line_dedup_min_count:
         line_docs = docs | p + "LineHashes" >> beam.Map(lambda d: (str(d["id"]), d, _line_hashes(d["text"])))
         frequent = (line_docs
@@ -741,4 +759,5 @@ class _MinHashDedupTransform(beam.PTransform):
                  | "ClusterSizes" >> beam.combiners.Count.PerKey()
                  | "SizesOnly" >> beam.Map(lambda kv: kv[1])
                  | "ClusterStats" >> beam.CombineGlobally(_ClusterStatsFn()))
+        stats = _conserved_stats(stats, decided.rejected, s.name, "")
         return CorpusResult(kept=decided.kept, rejected=decided.rejected, stats=stats)

@@ -186,3 +186,19 @@ def test_documents_travel_through_parked_files_not_the_shuffle(tmp_path):
         assert_that(summary(res, "park"), equal_to([("kept", "a", None), ("rejected", "b", "a")]))
     parked = list((tmp_path / "_spill" / "park").glob("*.pkl"))
     assert parked and sum(len(pickle.loads(f.read_bytes())) for f in parked) == 2
+
+
+def test_lost_removals_fail_the_run_instead_of_keeping_duplicates():
+    """If a runner loses data between the groupings, the removals the clusters call for and the
+    rejection records written disagree: the stage fails loudly."""
+    from thresher.pipeline.dedup import _conserved_stats
+
+    with pytest.raises(Exception, match="call for 2 removals but 1 rejection records were written"):
+        with BeamTestPipeline() as p:
+            stats = p | "Stats" >> beam.Create([{"clusters": 1, "duplicates_removed": 2, "cluster_size_histogram": {"3-4": 1}}])
+            rejected = p | "Rejected" >> beam.Create([{"id": "b"}])
+            _conserved_stats(stats, rejected, "minhash_dedup", "")
+    with BeamTestPipeline() as p:
+        stats = p | "Stats" >> beam.Create([{"clusters": 0, "duplicates_removed": 0, "cluster_size_histogram": {}}])
+        checked = _conserved_stats(stats, p | "None" >> beam.Create([]), "minhash_dedup", "")
+        assert_that(checked, equal_to([{"clusters": 0, "duplicates_removed": 0, "cluster_size_histogram": {}}]))
