@@ -100,6 +100,27 @@ def corpus_for(workdir: Path, args) -> tuple[Path, int, np.ndarray, float]:
     return corpus, text_bytes, family, time.perf_counter() - start
 
 
+def split_corpus(corpus: Path, n_docs: int, files: int) -> str:
+    """Contiguous id ranges of the corpus in ``files`` files (reused if present); returns a glob."""
+    if files <= 1:
+        return str(corpus)
+    folder = corpus.parent / f"parts-{files}"
+    pattern = str(folder / "part-*.jsonl")
+    if folder.exists() and len(list(folder.glob("part-*.jsonl"))) == files:
+        return pattern
+    folder.mkdir(exist_ok=True)
+    per_file = -(-n_docs // files)
+    with corpus.open(encoding="utf-8") as src:
+        for k in range(files):
+            with (folder / f"part-{k:04d}.jsonl").open("w", encoding="utf-8") as out:
+                for _ in range(per_file):
+                    line = src.readline()
+                    if not line:
+                        break
+                    out.write(line)
+    return pattern
+
+
 def removal_pairs(out_dir: Path, through: str) -> list[tuple[str, str]]:
     """(removed id, duplicate_of) of every rejection record the run wrote."""
     if through == "transform":
@@ -165,7 +186,7 @@ class TreeMemory:
         self._thread.join()
 
 
-def run(input_path: Path, out_dir: Path, workers: int, mode: str, max_rounds: int) -> float:
+def run(input_path: str, out_dir: Path, workers: int, mode: str, max_rounds: int) -> float:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -176,7 +197,7 @@ def run(input_path: Path, out_dir: Path, workers: int, mode: str, max_rounds: in
     ctx = StageContext(index=0, label="minhash_dedup", output_dir=str(out_dir), seed=0, config_hash="bench")
     start = time.perf_counter()
     with beam.Pipeline(options=options) as p:
-        docs = p | beam.io.ReadFromText(str(input_path)) | beam.Map(json.loads)
+        docs = p | beam.io.ReadFromText(input_path) | beam.Map(json.loads)
         result = MinHashDedup(max_rounds=max_rounds).expand(docs, ctx)
         _ = (result.kept | "KeptIds" >> beam.Map(lambda d: d["id"])
              | "WriteKept" >> beam.io.WriteToText(str(out_dir / "kept"), num_shards=1))
@@ -187,12 +208,12 @@ def run(input_path: Path, out_dir: Path, workers: int, mode: str, max_rounds: in
     return time.perf_counter() - start
 
 
-def run_thresher(input_path: Path, out_dir: Path, workers: int, mode: str, max_rounds: int) -> tuple[float, dict]:
+def run_thresher(input_path: str, out_dir: Path, workers: int, mode: str, max_rounds: int) -> tuple[float, dict]:
     from thresher.pipeline.config import validate_config
     from thresher.pipeline.run import run_pipeline
 
     config = validate_config({
-        "input": {"paths": [str(input_path)], "format": "jsonl"},
+        "input": {"paths": [input_path], "format": "jsonl"},
         "output": str(out_dir),
         "runner": {"name": "direct", "options": {"direct_running_mode": mode, "direct_num_workers": workers}},
         "output_options": {"shards": 8},
@@ -217,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="where the corpus and outputs go (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-rounds", type=int, default=20, help="connected-components rounds unrolled")
+    parser.add_argument("--files", type=int, default=1,
+                        help="split the corpus into this many input files (thresher reshuffles the documents of "
+                             "fewer than 16 files, which puts every document through the runner)")
     parser.add_argument("--through", choices=["transform", "thresher"], default="transform",
                         help="the minhash_dedup transform alone, or the whole `thresher run` (exact + minhash)")
     args = parser.parse_args(argv)
@@ -224,17 +248,18 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dedup_scale_"))
     workdir.mkdir(parents=True, exist_ok=True)
     corpus, text_bytes, family, gen_s = corpus_for(workdir, args)
+    inputs = split_corpus(corpus, args.docs, args.files)
     planted = int(np.count_nonzero(family != np.arange(len(family))))
     out_dir = workdir / "out"
     if args.through == "transform":
         with TreeMemory() as memory:
-            wall = run(corpus, out_dir, args.workers, args.mode, args.max_rounds)
+            wall = run(inputs, out_dir, args.workers, args.mode, args.max_rounds)
         removed = count_lines(out_dir / "rejected")
         kept = count_lines(out_dir / "kept")
         stats = json.loads((next(out_dir.glob("stats*"))).read_text().splitlines()[0])
     else:
         with TreeMemory() as memory:
-            wall, run_stats = run_thresher(corpus, out_dir, args.workers, args.mode, args.max_rounds)
+            wall, run_stats = run_thresher(inputs, out_dir, args.workers, args.mode, args.max_rounds)
         totals = run_stats["totals"]
         if not totals["accounted"] or totals["quarantined"]:
             raise SystemExit(f"accounting failed: {totals}")
@@ -253,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
     print(f"corpus: {args.docs:,} generated documents, {text_bytes / 1e6:.0f} MB of text, {planted:,} planted "
-          f"near-duplicates (generation {gen_s:.0f}s, 0 = reused; not timed below); through: {args.through}; runner: DirectRunner {args.mode}, "
+          f"near-duplicates in {args.files} file(s) (generation {gen_s:.0f}s, 0 = reused; not timed below); through: {args.through}; runner: DirectRunner {args.mode}, "
           f"{args.workers} workers, {os.cpu_count()} CPUs\n")
     print("| docs | MB text | planted near-dups | removed | false merges | planted recall | kept | clusters | wall s | MB/s | docs/s | peak RSS main MB | peak RSS worker MB | peak RSS all MB |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
