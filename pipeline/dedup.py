@@ -121,6 +121,14 @@ class _ClusterStatsFn(beam.CombineFn):
         return acc
 
 
+def _lost_data(what: str) -> RuntimeError:
+    """Every id in these joins was emitted by the same step as its signature; a missing one means
+    the runner lost data between steps. Failing beats silently keeping near-duplicates."""
+    return RuntimeError(f"minhash_dedup: {what}: data was lost between pipeline steps (a runner fault, seen "
+                        f"with the local DirectRunner's multi_processing mode on 1,000,000 documents). "
+                        f"Re-run; on the local runner use direct_running_mode: in_memory.")
+
+
 def _check_conservation(stats: dict, written: int, stage_name: str) -> dict:
     """Every removal the clusters call for must come out as a rejection record. A mismatch means
     data was lost between the groupings (it has been seen with the local DirectRunner's
@@ -597,6 +605,8 @@ def _attach_left(element):
     u, group = element
     values = group["val"]
     if not values:
+        if group["edge"]:
+            raise _lost_data(f"candidate pair endpoint {u!r} has no signature")
         return
     value = values[0]
     for v in group["edge"]:
@@ -607,6 +617,8 @@ def _verify_pairs(element, similarity, threshold: float):
     v, group = element
     values = group["val"]
     if not values:
+        if group["edge"]:
+            raise _lost_data(f"candidate pair endpoint {v!r} has no signature")
         return
     value_v = values[0]
     for u, value_u in group["edge"]:
@@ -653,6 +665,10 @@ def _pick_kept(element):
 def _route_to_file(element):
     """(kept id, {"removed": [(id, token)], "sig": [kept signature]}) -> (token, (id, kept id, kept signature))."""
     kept_id, group = element
+    if not group["removed"]:
+        return
+    if not group["sig"]:
+        raise _lost_data(f"kept document {kept_id!r} has no signature")
     kept_sig = group["sig"][0]
     for doc_id, token in group["removed"]:
         yield (token, (doc_id, kept_id, kept_sig))

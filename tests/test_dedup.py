@@ -202,3 +202,17 @@ def test_lost_removals_fail_the_run_instead_of_keeping_duplicates():
         stats = p | "Stats" >> beam.Create([{"clusters": 0, "duplicates_removed": 0, "cluster_size_histogram": {}}])
         checked = _conserved_stats(stats, p | "None" >> beam.Create([]), "minhash_dedup", "")
         assert_that(checked, equal_to([{"clusters": 0, "duplicates_removed": 0, "cluster_size_histogram": {}}]))
+
+
+def test_a_candidate_without_its_signature_is_lost_data_not_a_missing_pair():
+    from thresher.pipeline.dedup import _attach_left, _route_to_file, _verify_pairs
+
+    assert list(_attach_left(("u", {"edge": [], "val": []}))) == []
+    assert list(_attach_left(("u", {"edge": ["v"], "val": [b"s"]}))) == [("v", ("u", b"s"))]
+    with pytest.raises(RuntimeError, match="'u' has no signature: data was lost"):
+        list(_attach_left(("u", {"edge": ["v"], "val": []})))
+    with pytest.raises(RuntimeError, match="'v' has no signature"):
+        list(_verify_pairs(("v", {"edge": [("u", b"s")], "val": []}), lambda a, b: 1.0, 0.8))
+    with pytest.raises(RuntimeError, match="kept document 'k' has no signature"):
+        list(_route_to_file(("k", {"removed": [("r", "tok")], "sig": []})))
+    assert list(_route_to_file(("k", {"removed": [], "sig": []}))) == []
