@@ -9,8 +9,8 @@ corpus is written as JSON lines, then a Beam pipeline reads it, runs ``minhash_d
 kept and rejected records as JSON lines.
 
     python -P bench/dedup_scale.py --docs 100000
-    python -P bench/dedup_scale.py --docs 1000000 --doc-bytes 2000 --workers 2   # the 1M / ~2 GB
-    python -P bench/dedup_scale.py --docs 1000000 --through thresher            # the whole `thresher run`
+    python -P bench/dedup_scale.py --docs 1000000 --through thresher --files 16   # the 1M / ~2 GB run
+    python -P bench/dedup_scale.py --docs 1000000 --workers 2 --mode multi_processing   # see benchmarks.md
 
 ``--through transform`` (default) runs the ``minhash_dedup`` transform alone and writes ids;
 ``--through thresher`` runs what a user runs: ``thresher run`` on a config reading the JSON lines,
@@ -233,8 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--doc-bytes", type=int, default=2000)
     parser.add_argument("--dup-rate", type=float, default=0.1)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--mode", choices=["multi_processing", "in_memory", "multi_threading"], default="multi_processing")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--mode", choices=["multi_processing", "in_memory", "multi_threading"], default="in_memory",
+                        help="DirectRunner mode (multi_processing lost grouped data at 1M documents: docs/benchmarks.md)")
     parser.add_argument("--workdir", default=None, help="where the corpus and outputs go (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-rounds", type=int, default=20, help="connected-components rounds unrolled")
