@@ -141,6 +141,12 @@ def _check_conservation(stats: dict, written: int, stage_name: str) -> dict:
     return stats
 
 
+def _check_same_counts(stats: dict, what: str, before: int, after: int) -> dict:
+    if before != after:
+        raise _lost_data(f"{what}: {before} != {after}")
+    return stats
+
+
 def _conserved_stats(stats, rejected, stage_name: str, prefix: str):
     written = rejected | f"{prefix}CountRemovals" >> beam.combiners.Count.Globally()
     return stats | f"{prefix}CheckRemovals" >> beam.Map(_check_conservation, beam.pvalue.AsSingleton(written), stage_name)
@@ -746,10 +752,15 @@ class _MinHashDedupTransform(beam.PTransform):
                | "Signatures" >> beam.ParDo(_Signatures(s, self.directory))
                .with_outputs("files", "bands", "policy", "sets", main="sigs"))
         sigs = out.sigs
-        candidates = (out.bands
-                      | "GroupBands" >> beam.GroupByKey()
+        buckets = out.bands | "GroupBands" >> beam.GroupByKey()
+        candidates = (buckets
                       | "BucketStars" >> beam.FlatMap(_bucket_star)
                       | "DistinctCandidates" >> beam.Distinct())
+        # two counts of the same thing taken on either side of a grouping: a runner that loses
+        # grouped data makes them differ (see _check_same_counts)
+        band_entries = (out.bands | "CountBandEntries" >> beam.combiners.Count.Globally(),
+                        buckets | "BucketSizes" >> beam.Map(lambda kv: len(kv[1]))
+                        | "SumBucketSizes" >> beam.CombineGlobally(sum))
         if s.verify == "none":
             edges = candidates
         else:
@@ -775,5 +786,13 @@ class _MinHashDedupTransform(beam.PTransform):
                  | "ClusterSizes" >> beam.combiners.Count.PerKey()
                  | "SizesOnly" >> beam.Map(lambda kv: kv[1])
                  | "ClusterStats" >> beam.CombineGlobally(_ClusterStatsFn()))
+        edge_nodes = (edges | "EdgeNodes" >> beam.FlatMap(lambda e: e) | "DistinctEdgeNodes" >> beam.Distinct()
+                      | "CountEdgeNodes" >> beam.combiners.Count.Globally())
+        labelled_nodes = labels | "CountLabelled" >> beam.combiners.Count.Globally()
+        stats = (stats
+                 | "CheckBands" >> beam.Map(_check_same_counts, "band entries emitted / grouped",
+                                            beam.pvalue.AsSingleton(band_entries[0]), beam.pvalue.AsSingleton(band_entries[1]))
+                 | "CheckComponents" >> beam.Map(_check_same_counts, "nodes in verified pairs / labelled by components",
+                                                 beam.pvalue.AsSingleton(edge_nodes), beam.pvalue.AsSingleton(labelled_nodes)))
         stats = _conserved_stats(stats, decided.rejected, s.name, "")
         return CorpusResult(kept=decided.kept, rejected=decided.rejected, stats=stats)

@@ -216,3 +216,12 @@ def test_a_candidate_without_its_signature_is_lost_data_not_a_missing_pair():
     with pytest.raises(RuntimeError, match="kept document 'k' has no signature"):
         list(_route_to_file(("k", {"removed": [("r", "tok")], "sig": []})))
     assert list(_route_to_file(("k", {"removed": [], "sig": []}))) == []
+
+
+def test_counts_taken_on_both_sides_of_a_grouping_must_agree():
+    from thresher.pipeline.dedup import _check_same_counts
+
+    stats = {"clusters": 1}
+    assert _check_same_counts(stats, "band entries emitted / grouped", 9, 9) is stats
+    with pytest.raises(RuntimeError, match="band entries emitted / grouped: 9 != 4: data was lost"):
+        _check_same_counts(stats, "band entries emitted / grouped", 9, 4)
