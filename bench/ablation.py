@@ -84,13 +84,16 @@ class Size:
     prompts: int                  # backdoor prompts (and as many control prompts)
     model: tuple[int, int, int]   # layers, heads, width
     lr: float
+    # generated articles in the poisoning reference (default: as many as the corpus has); with a
+    # small reference the stage needs more documents before an unseen phrase is significant
+    reference_articles: int | None = None
 
 
 SIZES: dict[str, Size] = {
     "small": Size(wiki_train_articles=12, heldout_paragraphs=40, tweets=60, tweet_threads=4, generated=240,
                   near_duplicate_rate=0.05, heavy_copies=(40, 15), light_duplicate_rate=0.03, poison_rate=0.03,
                   vocab_size=800, seq_len=64, batch_size=8, steps=30, seeds=1, prompts=10, model=(1, 2, 32),
-                  lr=3e-3),
+                  lr=3e-3, reference_articles=2400),
     "default": Size(wiki_train_articles=60, heldout_paragraphs=300, tweets=2500, tweet_threads=40, generated=1200,
                     near_duplicate_rate=0.08, heavy_copies=(300, 150, 80, 40, 20), light_duplicate_rate=0.05,
                     poison_rate=0.005, vocab_size=1024, seq_len=256, batch_size=16, steps=500, seeds=3,
@@ -424,7 +427,7 @@ def run_ablation(size_name: str, work: Path, device_name: str, workers: int, thr
     heldout_tokens = write_heldout_shards(mix.heldout, model_bytes, heldout_dir)
     tokenize = {"name": "tokenize", "model_path": str(tokenizer), "shard_tokens": 4 * 1024 * 1024}
     reference = work / "reference.npz"
-    train_reference(mix.tokenizer_texts, size.generated, reference)
+    train_reference(mix.tokenizer_texts, size.reference_articles or size.generated, reference)
     build_s = time.perf_counter() - t0
 
     pipelines = {"raw": [tokenize], "curated": curated_stages(tokenize, reference)}
