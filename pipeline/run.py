@@ -46,7 +46,7 @@ def pipeline_options(config: PipelineConfig, beam_args: list[str]) -> PipelineOp
     runner = RUNNER_NAMES.get(config.runner.name.lower(), config.runner.name)
     options: dict[str, Any] = dict(config.runner.options)
     if runner == "DirectRunner":
-        # in_memory by default: the multi_processing mode lost grouped data in 3 of 4 runs over
+        # in_memory by default: the multi_processing mode lost grouped data in 5 of 6 runs over
         # 1,000,000 documents here (docs/benchmarks.md, issue 4) and was not faster on 2 cores
         options.setdefault("direct_running_mode", "in_memory")
         options.setdefault("direct_num_workers", 1 if options["direct_running_mode"] == "in_memory" else os.cpu_count() or 1)
