@@ -51,7 +51,7 @@ def resolve_checkpoint(checkpoint: str, tokenizer: str | None = None) -> Resolve
     """Find the checkpoint directory (a ``step-N`` directory, or a training OUT: its newest
     complete checkpoint) and the tokenizer (given, else ``tokenizer.model`` beside the shards the
     checkpoint was trained on); check that they belong together. Raises ``CheckpointError``."""
-    from thresher.training.checkpoint import latest_checkpoint
+    from thresher.training.checkpoint import latest_checkpoint, saved_config
     from thresher.training.config import TrainConfigError, parse_train_config
 
     path = Path(checkpoint)
@@ -64,9 +64,7 @@ def resolve_checkpoint(checkpoint: str, tokenizer: str | None = None) -> Resolve
     if not (directory / "trainer.pt").is_file():
         raise CheckpointError(f"{directory}: no trainer.pt (the training config is read from it)")
     try:
-        # weights_only: tensors, numbers and plain containers only, never arbitrary objects
-        raw = torch.load(directory / "trainer.pt", map_location="cpu", weights_only=True)
-        config = json.loads(raw["config"])
+        config = saved_config(directory)  # torch.load(..., weights_only=True)
         train_config = parse_train_config(config)
     except (TrainConfigError, KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
         raise CheckpointError(f"{directory}/trainer.pt: not a thresher training checkpoint ({err})") from err
@@ -108,14 +106,6 @@ def resolve_checkpoint(checkpoint: str, tokenizer: str | None = None) -> Resolve
     return ResolvedCheckpoint(directory, tok, config)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("perplexity_outliers.device: cuda requested but torch sees no GPU")
-    return torch.device(name)
-
-
 class TransformerOnion:
     """Loads a checkpoint and its tokenizer once; ``score_batch`` gives each document's
     per-word removal scores (see the module docstring)."""
@@ -126,6 +116,7 @@ class TransformerOnion:
 
         from thresher.training.checkpoint import load_model_weights
         from thresher.training.config import parse_train_config
+        from thresher.training.loop import pick_device
         from thresher.training.model import GPT
 
         resolved = resolve_checkpoint(checkpoint, tokenizer)

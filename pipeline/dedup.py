@@ -298,8 +298,24 @@ class _DocumentParking:
         return token
 
 
-def _finish_bundle_output(tag: str, value):
-    return beam.pvalue.TaggedOutput(tag, WindowedValue(value, GlobalWindow().max_timestamp(), [GlobalWindow()]))
+class _ParkingDoFn(beam.DoFn):
+    """A DoFn that parks the documents it sees and emits the written files' tokens on "files"."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def start_bundle(self):
+        self.parking = _DocumentParking(self.directory)
+
+    def flush_if_full(self):
+        if self.parking.full():
+            yield beam.pvalue.TaggedOutput("files", self.parking.flush())
+
+    def finish_bundle(self):
+        token = self.parking.flush()
+        if token:
+            yield beam.pvalue.TaggedOutput(
+                "files", WindowedValue(token, GlobalWindow().max_timestamp(), [GlobalWindow()]))
 
 
 class _ApplyRemovals(beam.DoFn):
@@ -466,25 +482,17 @@ def _sum_dicts(values: Iterable[dict]) -> dict:
     return out
 
 
-class _ParkForExact(beam.DoFn):
+class _ParkForExact(_ParkingDoFn):
     """Parks documents; emits (text hash, (policy key, file token)) and the written files' tokens."""
 
     def __init__(self, directory: str, keep: str, score_field: str | None):
-        self.directory, self.keep, self.score_field = directory, keep, score_field
-
-    def start_bundle(self):
-        self.parking = _DocumentParking(self.directory)
+        super().__init__(directory)
+        self.keep, self.score_field = keep, score_field
 
     def process(self, doc: Document):
         token = self.parking.add(doc)
         yield (text_hash(doc["text"]), (policy_key(doc, self.keep, self.score_field), token))
-        if self.parking.full():
-            yield beam.pvalue.TaggedOutput("files", self.parking.flush())
-
-    def finish_bundle(self):
-        token = self.parking.flush()
-        if token:
-            yield _finish_bundle_output("files", token)
+        yield from self.flush_if_full()
 
 
 def _exact_removals(element):
@@ -529,24 +537,17 @@ def _strip_lines(element, stage_name: str, drop_empty: bool):
 # --------------------------------------------------------------------------------------------
 # MinHash LSH dedup
 
-class _Signatures(beam.DoFn):
+class _Signatures(_ParkingDoFn):
     """Batches of documents -> signatures, band keys, (id, (policy key, file token)) and shingle
     sets; the documents themselves are parked (see ``_DocumentParking``)."""
 
     def __init__(self, stage: "MinHashDedup", directory: str):
+        super().__init__(directory)
         self.stage = stage
-        self.directory = directory
 
     def setup(self):
-        from thresher.filters.minhash import MinHasher
-
-        s = self.stage
-        bands, rows = s.banding()
-        self.hasher = MinHasher(s.num_perm, s.ngram, s.shingle, s.seed, s.scheme, bands, rows)
-        self.no_shingles = Metrics.counter(s.name, "docs_without_shingles")
-
-    def start_bundle(self):
-        self.parking = _DocumentParking(self.directory)
+        self.hasher = self.stage.hasher()
+        self.no_shingles = Metrics.counter(self.stage.name, "docs_without_shingles")
 
     def process(self, batch: list[Document]):
         from thresher.filters.minhash import shingle_hash_batch
@@ -569,13 +570,7 @@ class _Signatures(beam.DoFn):
             if exact_sets is not None:
                 yield beam.pvalue.TaggedOutput(
                     "sets", (doc_id, np.unique(exact_sets[i].astype(np.uint32)).tobytes()))
-        if self.parking.full():
-            yield beam.pvalue.TaggedOutput("files", self.parking.flush())
-
-    def finish_bundle(self):
-        token = self.parking.flush()
-        if token:
-            yield _finish_bundle_output("files", token)
+        yield from self.flush_if_full()
 
 
 class _SignatureValue:
@@ -587,12 +582,9 @@ class _SignatureValue:
         self.hasher = None
 
     def __call__(self, docs: list[Document], kept_sigs: list[bytes]) -> list[float]:
-        from thresher.filters.minhash import MinHasher
-
-        s = self.stage
         if self.hasher is None:
-            self.hasher = MinHasher(s.num_perm, s.ngram, s.shingle, s.seed, s.scheme, *s.banding())
-        similarity = _SignatureSimilarity(4 if s.scheme == "affine32" else 8)
+            self.hasher = self.stage.hasher()
+        similarity = self.stage.signature_similarity()
         sigs, _ = self.hasher.signatures_with_counts([d["text"] for d in docs])
         return [round(similarity(sig.tobytes(), kept), 6) for sig, kept in zip(sigs, kept_sigs)]
 
@@ -733,6 +725,14 @@ class MinHashDedup(CorpusStage):
 
         return optimal_bands(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
 
+    def hasher(self):
+        from thresher.filters.minhash import MinHasher
+
+        return MinHasher(self.num_perm, self.ngram, self.shingle, self.seed, self.scheme, *self.banding())
+
+    def signature_similarity(self) -> "_SignatureSimilarity":
+        return _SignatureSimilarity(4 if self.scheme == "affine32" else 8)
+
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
         directory = posixpath.join(ctx.output_dir, SPILL_DIR, ctx.label)
         return docs | ctx.label >> _MinHashDedupTransform(self, directory)
@@ -746,7 +746,6 @@ class _MinHashDedupTransform(beam.PTransform):
 
     def expand(self, docs):
         s = self.stage
-        signature_similarity = _SignatureSimilarity(4 if s.scheme == "affine32" else 8)
         out = (docs
                | "Batch" >> beam.BatchElements(min_batch_size=min(32, s.batch_size), max_batch_size=s.batch_size)
                | "Signatures" >> beam.ParDo(_Signatures(s, self.directory))
@@ -764,7 +763,7 @@ class _MinHashDedupTransform(beam.PTransform):
         if s.verify == "none":
             edges = candidates
         else:
-            values, similarity = ((sigs, signature_similarity) if s.verify == "signature"
+            values, similarity = ((sigs, s.signature_similarity()) if s.verify == "signature"
                                   else (out.sets, _set_similarity))
             left = ({"edge": candidates, "val": values} | "JoinLeft" >> beam.CoGroupByKey()
                     | "AttachLeft" >> beam.FlatMap(_attach_left))

@@ -110,7 +110,7 @@ def load_checkpoint(path: str | Path, model, optimizer, scheduler) -> dict[str, 
 
 
 def saved_config(path: str | Path) -> dict[str, Any]:
-    return json.loads(torch.load(Path(path) / "trainer.pt", weights_only=True)["config"])
+    return json.loads(torch.load(Path(path) / "trainer.pt", map_location="cpu", weights_only=True)["config"])
 
 
 def remove_older(out: str | Path, keep: int = 2) -> None:
