@@ -142,8 +142,8 @@ def evaluate(docs, family, ngram, threshold):
                 truth.add((i, j))
 
     buckets = defaultdict(list)
-    for i, sig in enumerate(sigs):
-        for key in hasher.band_keys(sig):
+    for i, keys in enumerate(hasher.band_hashes(np.asarray(sigs)).tolist()):
+        for key in keys:
             buckets[key].append(i)
     ours_pairs, star_edges = set(), set()
     for members in buckets.values():

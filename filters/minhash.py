@@ -412,16 +412,27 @@ class MinHasher:
     def signatures(self, texts: list[str]) -> np.ndarray:
         return self.signatures_with_counts(texts)[0]
 
-    def band_keys(self, sig: np.ndarray) -> list[bytes]:
-        """One key per band: band index (2 bytes) + xxh3_64 of the band's rows. Distinct bands never
-        share a key; a 64-bit digest instead of the raw rows keeps the shuffle small (a collision is
-        2^-64 per pair and verification would drop it anyway)."""
+    def band_hashes(self, sigs: np.ndarray) -> np.ndarray:
+        """(n, bands) uint64 band keys of (n, num_perm) signatures: a 64-bit hash of the band's
+        index and rows, equal exactly when the rows are equal (distinct rows collide with
+        probability ~2^-64 per pair, and verification drops such a pair). Vectorised: the rows
+        are folded in one at a time through splitmix64's finaliser, a full-avalanche mix."""
         if self.bands is None:
             raise ValueError("bands/rows are not set")
-        raw = np.ascontiguousarray(sig)
-        r = self.rows
-        return [struct.pack(">HQ", i, xxhash.xxh3_64_intdigest(raw[i * r:(i + 1) * r].tobytes()))
-                for i in range(self.bands)]
+        sigs = np.asarray(sigs)
+        n, b, r = sigs.shape[0], self.bands, self.rows
+        rows = sigs[:, :b * r].reshape(n, b, r).astype(np.uint64)
+        h = np.broadcast_to(_splitmix64(np.arange(1, b + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)),
+                            (n, b)).copy()
+        for j in range(r):
+            h = _splitmix64(h ^ rows[:, :, j])
+        return h
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 def estimated_jaccard(sig1: np.ndarray, sig2: np.ndarray) -> float:

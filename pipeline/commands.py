@@ -67,8 +67,11 @@ def run_command(argv: list[str]) -> int:
         print_summary(result.stats, result.output_dir)
     if not result.accounted:
         t = result.stats["totals"]
-        print(f"ACCOUNTING MISMATCH: read {t['read']} + generated {t['generated']} != kept {t['kept']} + "
-              f"rejected {t['rejected']} + quarantined {t['quarantined']}", file=sys.stderr)
+        if not t["accounted"]:
+            print(f"ACCOUNTING MISMATCH: read {t['read']} + generated {t['generated']} != kept {t['kept']} + "
+                  f"rejected {t['rejected']} + quarantined {t['quarantined']}", file=sys.stderr)
+        for problem in result.stats.get("shuffle_problems") or []:
+            print(f"INCOMPLETE: {problem}; do not use this output", file=sys.stderr)
         return 3
     return 0
 

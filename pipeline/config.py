@@ -68,8 +68,13 @@ class RunnerConfig(_Strict):
     #: direct, dataflow, flink, spark, prism, or any Beam runner class name
     name: str = "direct"
     #: Beam pipeline options (e.g. direct_num_workers, direct_running_mode, project, region);
-    #: flags after `--` on the command line override them
+    #: flags after `--` on the command line override them. The local runner's default mode is
+    #: chosen by input size: in_memory below 16 MB, else multi_processing with a worker per core
     options: dict[str, Any] = Field(default_factory=dict)
+    #: batches per grouping in the corpus stages (dedup): records of one grouping travel as this
+    #: many batches per bundle; never changes results. Default: 8 per local worker, 2048 on
+    #: remote runners (one batch's records are held in one worker's memory)
+    shuffle_partitions: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class OutputConfig(_Strict):

@@ -187,9 +187,14 @@ def _runs(stages: list[Stage]) -> list[tuple[str, list[tuple[int, Stage]]]]:
     return runs
 
 
+def _unbatch(batch: list) -> list:
+    return batch
+
+
 def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tuple[str, str]],
-                output_dir: str, progress_dir: str | None = None) -> None:
-    """Add the whole curation graph for ``config`` to ``pipeline``."""
+                output_dir: str, progress_dir: str | None = None, partitions: int = 16) -> None:
+    """Add the whole curation graph for ``config`` to ``pipeline``; ``partitions``: batches per
+    grouping of the corpus stages (``thresher.pipeline.shuffle``)."""
     read = (
         pipeline
         | "ListInputFiles" >> beam.Create(files)
@@ -199,7 +204,12 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
     docs = read.docs
     spread = config.input.reshuffle
     if spread == "always" or (spread == "auto" and len(files) < AUTO_RESHUFFLE_FILES):
-        docs = docs | "SpreadDocuments" >> beam.Reshuffle()
+        # in batches: one shuffled element per batch of documents, not one per document
+        docs = (docs
+                | "BatchToSpread" >> beam.BatchElements(min_batch_size=config.output_options.batch_size,
+                                                        max_batch_size=config.output_options.batch_size)
+                | "SpreadDocuments" >> beam.Reshuffle()
+                | "Unbatch" >> beam.FlatMap(_unbatch))
     rejected: list[beam.PCollection] = []
     stage_stats: list[beam.PCollection] = []
     batch = config.output_options.batch_size
@@ -220,7 +230,7 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
         assert isinstance(stage, CorpusStage)
         label = stage_label(index, stage)
         ctx = StageContext(index=index, label=label, output_dir=output_dir, seed=config.seed,
-                           config_hash=config.config_hash())
+                           config_hash=config.config_hash(), partitions=partitions)
         counted_in = docs | f"CountIn[{label}]" >> beam.ParDo(CountDocuments(label, "in"))
         result = stage.expand(counted_in, ctx)
         docs = result.kept | f"CountKept[{label}]" >> beam.ParDo(CountDocuments(label, "kept"))
@@ -232,8 +242,9 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
     shards, level = config.output_options.shards, config.output_options.compression_level
     _ = (docs | "KeptRecords" >> beam.Map(kept_record)
          | "WriteKept" >> WriteRecords(output_dir, "kept", shards, level))
-    all_rejected = (rejected or [pipeline | "NoRejections" >> beam.Create([])]) | "FlattenRejected" >> beam.Flatten()
-    _ = all_rejected | "WriteRejected" >> WriteRecords(output_dir, "rejected", shards, level)
+    # each source of rejections spills where it is produced: the records are never merged
+    _ = tuple(rejected or [pipeline | "NoRejections" >> beam.Create([])]) | "WriteRejected" >> WriteRecords(
+        output_dir, "rejected", shards, level)
     _ = read[QUARANTINE] | "WriteQuarantine" >> WriteRecords(output_dir, "quarantine", shards, level)
     if stage_stats:
         _ = (stage_stats | "FlattenStageStats" >> beam.Flatten()

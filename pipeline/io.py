@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import bz2
+import contextlib
 import gzip
 import heapq
 import io
@@ -528,26 +529,52 @@ def deterministic_gzip(data: bytes, level: int = 6) -> bytes:
     return buf.getvalue()
 
 
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str) -> Iterator[Any]:
+    """A binary file object whose content appears at ``path`` all at once when the block ends,
+    with no moment where ``path`` is missing or partial. On a local disk: a temporary name beside
+    it, unique to this attempt (two attempts of a retried bundle never share one), then
+    ``os.replace``. On object stores (gs://, s3://, ...) the object is written in place: an upload
+    becomes visible only when it completes, and a rename there would be a copy and a delete. Equal
+    content from a retried attempt simply replaces the first copy."""
+    if is_local(path):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+        tmp = os.path.join(os.path.dirname(local), f".tmp-{os.path.basename(local)}-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as fh:
+                yield fh
+            os.replace(tmp, local)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            yield fh
+
+
 def atomic_write(path: str, data: bytes) -> None:
-    """Write to a temporary name beside ``path`` and rename, so no reader sees a partial file."""
-    tmp = posixpath.join(posixpath.dirname(path), f".tmp-{posixpath.basename(path)}-{os.getpid()}")
-    with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+    with atomic_writer(path) as fh:
         fh.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
 
 
 SPILL_DIR = "_spill"
-SPILL_BYTES = 64 << 20  # flush a bundle's buffered records to disk past this many bytes
+SPILL_BYTES = 64 << 20  # flush a bundle's buffered records (or parked documents) past this many bytes
+SPILL_CHUNK = 2048  # records per pickle in a spilled segment, so a shard merges in bounded memory
 
 
 class SpillRecords(beam.DoFn):
-    """Buffers a bundle's records by output shard and writes each shard's part, sorted, to a
-    temporary file; emits (shard, temporary path). Only these small tuples go through the
-    shuffle, not the documents: on the local runners every shuffled byte passes through one
-    process, and on Dataflow this is the file-sink pattern Beam's own writers use. A bundle that
-    fails and is retried leaves orphan files that nobody references; the run deletes them."""
+    """Buffers a bundle's records by output shard and writes them, each shard's part sorted, to
+    one temporary file per bundle (one per ``SPILL_BYTES``); emits (shard, (path, offset, length))
+    for each shard's segment of that file. Only these small tuples go through the shuffle, not the
+    records, and the number of spill objects is the number of bundles, whatever the shard count.
+    A bundle that fails and is retried leaves an orphan file nobody references; the run deletes
+    ``_spill`` when it ends (and nothing deletes a part earlier: a retried bundle of the writer must
+    find every part it was given)."""
 
     def __init__(self, output_dir: str, kind: str, shards: int):
         self.output_dir = output_dir
@@ -573,22 +600,39 @@ class SpillRecords(beam.DoFn):
         for item in self._flush():
             yield WindowedValue(item, GlobalWindow().max_timestamp(), [GlobalWindow()])
 
-    def _flush(self) -> list[tuple[int, str]]:
+    def _flush(self) -> list[tuple[int, tuple[str, int, int]]]:
+        if not self._buffers:
+            return []
+        path = posixpath.join(self.output_dir, SPILL_DIR, self.kind, f"{uuid.uuid4().hex}.pkl")
         written = []
-        for shard, items in sorted(self._buffers.items()):
-            items.sort()
-            path = posixpath.join(self.output_dir, SPILL_DIR, self.kind, f"{shard:05d}-{uuid.uuid4().hex}.pkl")
-            with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-                fh.write(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
-            written.append((shard, path))
+        offset = 0
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            for shard, items in sorted(self._buffers.items()):
+                items.sort()
+                start = offset
+                for i in range(0, len(items), SPILL_CHUNK):
+                    chunk = pickle.dumps(items[i:i + SPILL_CHUNK], protocol=pickle.HIGHEST_PROTOCOL)
+                    fh.write(chunk)
+                    offset += len(chunk)
+                written.append((shard, (path, start, offset - start)))
         self._buffers = {}
         self._bytes = 0
         return written
 
 
+def _segment(path: str, offset: int, length: int) -> Iterator[tuple[str, str]]:
+    """The sorted (key, line) records of one spilled segment, read a chunk at a time."""
+    end = offset + length
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        fh.seek(offset)
+        while fh.tell() < end:
+            yield from pickle.load(fh)
+
+
 class WriteShard(beam.DoFn):
-    """Merges the spilled parts of one shard into ``{kind}/part-NNNNN-of-MMMMM.jsonl.gz``, sorted
-    by id, so the file is the same whatever the worker count or bundle boundaries."""
+    """Merges the spilled segments of one shard into ``{kind}/part-NNNNN-of-MMMMM.jsonl.gz``,
+    sorted by id, so the file is the same whatever the worker count or bundle boundaries. Running
+    it twice (a retried bundle) writes the same bytes again; it deletes nothing."""
 
     def __init__(self, output_dir: str, kind: str, shards: int, compression_level: int):
         self.output_dir = output_dir
@@ -598,23 +642,23 @@ class WriteShard(beam.DoFn):
         self.written = Metrics.counter("thresher", f"written_{kind}")
 
     def process(self, element: tuple[int, Any]):
-        shard, paths = element
-        parts = []
-        for path in sorted(paths):
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-                parts.append(pickle.loads(fh.read()))
-        lines = list(heapq.merge(*parts))
-        payload = "".join(line + "\n" for _, line in lines).encode("utf-8")
+        shard, segments = element
         name = f"part-{shard:05d}-of-{self.shards:05d}.jsonl.gz"
-        atomic_write(posixpath.join(self.output_dir, self.kind, name), deterministic_gzip(payload, self.compression_level))
-        FileSystems.delete(sorted(paths))
-        self.written.inc(len(lines))
+        count = 0
+        with atomic_writer(posixpath.join(self.output_dir, self.kind, name)) as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=self.compression_level) as gz:
+                for _, line in heapq.merge(*(_segment(*ref) for ref in sorted(segments))):
+                    gz.write(line.encode("utf-8") + b"\n")
+                    count += 1
+        self.written.inc(count)
         yield name
 
 
 class WriteRecords(beam.PTransform):
     """Deterministic sharded output: records go to a fixed shard by a hash of their id, each shard
-    is sorted, so the files are identical whatever the worker count or bundle order."""
+    is sorted, so the files are identical whatever the worker count or bundle order. Given several
+    PCollections, each is spilled where it is produced and only the segment references are
+    flattened, so the records are never moved to be merged."""
 
     def __init__(self, output_dir: str, kind: str, shards: int, compression_level: int = 6):
         super().__init__()
@@ -624,9 +668,15 @@ class WriteRecords(beam.PTransform):
         self.compression_level = compression_level
 
     def expand(self, records):
+        sources = list(records) if isinstance(records, (list, tuple)) else [records]
+        spill = SpillRecords(self.output_dir, self.kind, self.shards)
+        segments = [pcoll | f"Spill{i if i else ''}" >> beam.ParDo(spill) for i, pcoll in enumerate(sources)]
+        if len(segments) > 1:
+            segments = segments | "FlattenSegments" >> beam.Flatten()
+        else:
+            segments = segments[0]
         return (
-            records
-            | "Spill" >> beam.ParDo(SpillRecords(self.output_dir, self.kind, self.shards))
+            segments
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard" >> beam.ParDo(WriteShard(self.output_dir, self.kind, self.shards, self.compression_level))
         )

@@ -4,7 +4,6 @@ the accounting check records read (+ generated) = kept + rejected + quarantined.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import platform
 import posixpath
@@ -21,7 +20,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from thresher.pipeline.config import ConfigError, PipelineConfig
 from thresher.pipeline.graph import NAMESPACE, STATS_DIR, build_graph, stage_label
 from thresher.pipeline.io import SPILL_DIR, atomic_write, match_inputs
+from thresher.pipeline.local_runner import direct_options, input_bytes
 from thresher.pipeline.progress import Progress
+from thresher.pipeline.shuffle import LOCAL_PARTITIONS_PER_WORKER, REMOTE_PARTITIONS, check_shuffle_counts
 
 RUNNER_NAMES = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
                 "spark": "SparkRunner", "prism": "PrismRunner"}
@@ -38,28 +39,36 @@ class RunResult:
 
     @property
     def accounted(self) -> bool:
-        return bool(self.stats["totals"]["accounted"])
+        """Every record accounted for, and every grouping received all that was packed for it."""
+        return bool(self.stats["totals"]["accounted"]) and not self.stats.get("shuffle_problems")
 
 
-def pipeline_options(config: PipelineConfig, beam_args: list[str]) -> PipelineOptions:
-    """Config runner options, overridden by any flag given after ``--`` on the command line."""
+def pipeline_options(config: PipelineConfig, beam_args: list[str], input_size: int = 0) -> PipelineOptions:
+    """Config runner options, overridden by any flag given after ``--`` on the command line. The
+    local DirectRunner gets its mode from ``local_runner.direct_options`` unless one is given."""
+    flagged = PipelineOptions(list(beam_args)).get_all_options(drop_default=True)
     runner = RUNNER_NAMES.get(config.runner.name.lower(), config.runner.name)
     options: dict[str, Any] = dict(config.runner.options)
-    if runner == "DirectRunner":
-        # in_memory by default: the multi_processing mode lost grouped data in 5 of 6 runs over
-        # 1,000,000 documents here (docs/benchmarks.md, issue 4) and was not faster on 2 cores
-        options.setdefault("direct_running_mode", "in_memory")
-        options.setdefault("direct_num_workers", 1 if options["direct_running_mode"] == "in_memory" else os.cpu_count() or 1)
-        if options["direct_running_mode"] == "multi_processing" and int(options["direct_num_workers"]) > 1:
-            logging.getLogger("thresher").warning(
-                "DirectRunner multi_processing with %s workers: this local mode lost grouped data in runs over "
-                "1,000,000 documents (the dedup stages and the record accounting fail such a run rather than "
-                "write it). Prefer direct_running_mode: in_memory for large local runs.", options["direct_num_workers"])
-    flagged = {arg.split("=", 1)[0].lstrip("-") for arg in beam_args if arg.startswith("--")}
+    if str(flagged.get("runner") or runner) in ("DirectRunner", "direct"):
+        chosen = direct_options({**options, **{k: v for k, v in flagged.items() if k.startswith("direct_")}},
+                                input_size)
+        options.update({k: v for k, v in chosen.items() if k not in flagged})
     options = {k: v for k, v in options.items() if k not in flagged}
     if "runner" not in flagged:
         options["runner"] = runner
     return PipelineOptions(flags=list(beam_args), **options)
+
+
+def shuffle_partitions(config: PipelineConfig, options: PipelineOptions) -> int:
+    """Batches per grouping of the corpus stages: 8 per local worker, REMOTE_PARTITIONS elsewhere
+    (a partition is held in one worker's memory), unless runner.shuffle_partitions says."""
+    if config.runner.shuffle_partitions:
+        return config.runner.shuffle_partitions
+    all_options = options.get_all_options()
+    if str(all_options.get("runner") or "DirectRunner") in ("DirectRunner", "direct"):
+        workers = int(all_options.get("direct_num_workers") or 1)
+        return max(8, LOCAL_PARTITIONS_PER_WORKER * workers)
+    return REMOTE_PARTITIONS
 
 
 def prepare_output(output_dir: str) -> None:
@@ -171,11 +180,13 @@ def run_pipeline(config: PipelineConfig, beam_args: list[str] | None = None,
         raise ConfigError([(p.split(": ", 1)[0], p.split(": ", 1)[1]) for p in str(exc).split("; ")]) from None
     output_dir = config.output.rstrip("/")
     prepare_output(output_dir)
-    options = pipeline_options(config, beam_args)
-    runner = options.get_all_options()["runner"] or "DirectRunner"
+    options = pipeline_options(config, beam_args, input_bytes(files))
+    all_options = options.get_all_options()
+    runner = all_options["runner"] or "DirectRunner"
+    partitions = shuffle_partitions(config, options)
     progress = Progress(output_dir, enabled=show_progress and "://" not in output_dir)
     pipeline = beam.Pipeline(options=options)
-    build_graph(pipeline, config, files, output_dir, progress_dir=progress.directory)
+    build_graph(pipeline, config, files, output_dir, progress_dir=progress.directory, partitions=partitions)
     start = time.perf_counter()
     with progress:
         result = pipeline.run()
@@ -184,8 +195,13 @@ def run_pipeline(config: PipelineConfig, beam_args: list[str] | None = None,
     spill = posixpath.join(output_dir, SPILL_DIR)
     if FileSystems.exists(spill):  # parts of retried bundles that nobody read
         FileSystems.delete([spill])
-    stats = collect_stats(config, _counters(result), _read_stage_stats(output_dir), wall, str(runner))
+    counters = _counters(result)
+    stats = collect_stats(config, counters, _read_stage_stats(output_dir), wall, str(runner))
     stats["input_files"] = len(files)
+    if str(runner) in ("DirectRunner", "direct"):
+        stats["local_runner"] = {"mode": all_options.get("direct_running_mode"),
+                                 "workers": all_options.get("direct_num_workers"), "shuffle_partitions": partitions}
+    stats["shuffle_problems"] = check_shuffle_counts(counters)
     atomic_write(posixpath.join(output_dir, "stats.json"),
                  (json.dumps(stats, indent=2, sort_keys=True, default=str) + "\n").encode())
     return RunResult(stats=stats, output_dir=output_dir)

@@ -21,6 +21,7 @@ class StageContext:
     output_dir: str       # the run's OUT directory (local path or gs://...)
     seed: int             # the run's seed
     config_hash: str      # sha256 of the validated config
+    partitions: int = 16  # batches per grouping (thresher.pipeline.shuffle); never changes results
 
 
 @dataclass

@@ -157,29 +157,45 @@ def test_one_and_two_workers_give_identical_output(tmp_path):
 
 def test_repeated_id_is_a_clear_error(tmp_path):
     articles = wiki_articles(2)
-    docs = [doc("same", articles[0]), doc("same", articles[1])]
-    with pytest.raises(Exception, match="'same' occurs 2 times; ids must be unique"):
+    docs = [dict(doc("same", articles[0]), origin="a.jsonl:3"), dict(doc("same", articles[1]), origin="b.jsonl:7")]
+    with pytest.raises(Exception, match=r"document id 'same' occurs 2 times \(read at a.jsonl:3, b.jsonl:7\); ids must "
+                                        r"be unique.*input.make_ids_unique"):
         with BeamTestPipeline() as p:
             MinHashDedup(max_rounds=2).expand(p | beam.Create(docs), ctx("rep", str(tmp_path)))
 
 
-def test_documents_travel_through_parked_files_not_the_shuffle(tmp_path):
-    """The documents are parked under OUT/_spill/<label>/ and read back once per file: a removal
-    routed to a file that lacks the id is an error, not a silent drop."""
-    from thresher.pipeline.dedup import _ApplyRemovals, _DocumentParking
+def test_a_repeated_id_never_removes_the_wrong_document(tmp_path):
+    """Removals go to the parked row of the removed document, not to whatever carries its id: two
+    documents share the id "7"; only the copy of the kept text is removed."""
+    docs = [doc("7", "the kept text"), doc("7", "a different text"), doc("1", "The  kept text")]
+    with BeamTestPipeline() as p:
+        res = ExactDedup().expand(p | beam.Create(docs), ctx("rows", str(tmp_path)))
+        assert_that(res.kept | beam.Map(lambda d: (d["id"], d["text"])),
+                    equal_to([("1", "The  kept text"), ("7", "a different text")]), label="kept")
+        assert_that(res.rejected | "Rej" >> beam.Map(lambda r: (r["id"], r["text"], r["duplicate_of"])),
+                    equal_to([("7", "the kept text", "1")]), label="rejected")
 
-    parking = _DocumentParking(str(tmp_path))
-    token = parking.add(doc("x1", "first text"))
-    assert parking.add(doc("x2", "second text")) == token
+
+def test_documents_travel_through_parked_files_not_the_shuffle(tmp_path):
+    """The documents are parked under OUT/_spill/<label>/ and read back once per file: a decision
+    routed to a row or a file that does not exist is an error, not a silent drop."""
+    from thresher.pipeline.dedup import _removal_outputs
+    from thresher.pipeline.parking import DocumentParking, _ApplyToFile
+
+    parking = DocumentParking(str(tmp_path))
+    token, row = parking.add(doc("x1", "first text"))
+    assert parking.add(doc("x2", "second text")) == (token, 1) and row == 0
     assert parking.flush() == token and parking.flush() is None
-    apply = _ApplyRemovals(str(tmp_path), "exact_dedup")
-    out = list(apply.process((token, {"removal": [("x2", "x1", None)], "file": [None]})))
+    apply = _ApplyToFile(str(tmp_path), "exact_dedup", _removal_outputs("exact_dedup"))
+    out = list(apply(token, [[(1, ("x2", "x1", 1.0))], [None]]))
     assert out[0] == doc("x1", "first text")
     assert out[1].tag == "rejected" and out[1].value["duplicate_of"] == "x1" and out[1].value["text"] == "second text"
-    with pytest.raises(RuntimeError, match="removed ids are not in parked file"):
-        list(apply.process((token, {"removal": [("x9", "x1", None)], "file": [None]})))
+    with pytest.raises(RuntimeError, match="row 5 of parked file"):
+        list(apply(token, [[(5, ("x9", "x1", 1.0))], [None]]))
+    with pytest.raises(RuntimeError, match="holds 'x1', not the removed document 'x9'"):
+        list(apply(token, [[(0, ("x9", "x1", 1.0))], [None]]))
     with pytest.raises(RuntimeError, match="which no bundle wrote"):
-        list(apply.process(("0" * 32, {"removal": [("x1", "x2", None)], "file": []})))
+        list(apply("0" * 32, [[(0, ("x1", "x2", 1.0))], []]))
 
     with BeamTestPipeline() as p:
         res = ExactDedup().expand(p | beam.Create([doc("a", "same text"), doc("b", "Same  text")]), ctx("park", str(tmp_path)))
@@ -188,40 +204,17 @@ def test_documents_travel_through_parked_files_not_the_shuffle(tmp_path):
     assert parked and sum(len(pickle.loads(f.read_bytes())) for f in parked) == 2
 
 
-def test_lost_removals_fail_the_run_instead_of_keeping_duplicates():
-    """If a runner loses data between the groupings, the removals the clusters call for and the
-    rejection records written disagree: the stage fails loudly."""
-    from thresher.pipeline.dedup import _conserved_stats
-
-    with pytest.raises(Exception, match="call for 2 removals but 1 rejection records were written"):
-        with BeamTestPipeline() as p:
-            stats = p | "Stats" >> beam.Create([{"clusters": 1, "duplicates_removed": 2, "cluster_size_histogram": {"3-4": 1}}])
-            rejected = p | "Rejected" >> beam.Create([{"id": "b"}])
-            _conserved_stats(stats, rejected, "minhash_dedup", "")
-    with BeamTestPipeline() as p:
-        stats = p | "Stats" >> beam.Create([{"clusters": 0, "duplicates_removed": 0, "cluster_size_histogram": {}}])
-        checked = _conserved_stats(stats, p | "None" >> beam.Create([]), "minhash_dedup", "")
-        assert_that(checked, equal_to([{"clusters": 0, "duplicates_removed": 0, "cluster_size_histogram": {}}]))
-
-
 def test_a_candidate_without_its_signature_is_lost_data_not_a_missing_pair():
-    from thresher.pipeline.dedup import _attach_left, _route_to_file, _verify_pairs
+    from thresher.pipeline.dedup import _AttachLeft, _ClusterMembers, _VerifyPairs
 
-    assert list(_attach_left(("u", {"edge": [], "val": []}))) == []
-    assert list(_attach_left(("u", {"edge": ["v"], "val": [b"s"]}))) == [("v", ("u", b"s"))]
+    attach = _AttachLeft("minhash_dedup", use_sets=False)
+    node = (b"s", None, ("u",), "tok", 0, "f.jsonl:1")
+    assert attach("u", [[node], []]) is None
+    assert attach("u", [[node], ["v", "v"]]) == [("v", ("u", b"s"))]
     with pytest.raises(RuntimeError, match="'u' has no signature: data was lost"):
-        list(_attach_left(("u", {"edge": ["v"], "val": []})))
+        attach("u", [[], ["v"]])
     with pytest.raises(RuntimeError, match="'v' has no signature"):
-        list(_verify_pairs(("v", {"edge": [("u", b"s")], "val": []}), lambda a, b: 1.0, 0.8))
-    with pytest.raises(RuntimeError, match="kept document 'k' has no signature"):
-        list(_route_to_file(("k", {"removed": [("r", "tok")], "sig": []})))
-    assert list(_route_to_file(("k", {"removed": [], "sig": []}))) == []
-
-
-def test_counts_taken_on_both_sides_of_a_grouping_must_agree():
-    from thresher.pipeline.dedup import _check_same_counts
-
-    stats = {"clusters": 1}
-    assert _check_same_counts(stats, "band entries emitted / grouped", 9, 9) is stats
-    with pytest.raises(RuntimeError, match="band entries emitted / grouped: 9 != 4: data was lost"):
-        _check_same_counts(stats, "band entries emitted / grouped", 9, 4)
+        _VerifyPairs("minhash_dedup", False, lambda a, b: 1.0, 0.8)("v", [[], [("u", b"s")]])
+    with pytest.raises(RuntimeError, match="clustered document 'k' has no node record"):
+        _ClusterMembers("minhash_dedup")("k", [[], ["r"]])
+    assert _ClusterMembers("minhash_dedup")("k", [[], []]) is None

@@ -3,11 +3,12 @@
 import random
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from thresher.pipeline.dedup import ConnectedComponents
+from thresher.pipeline.components import ConnectedComponents
 
 
 def union_find_labels(edges):
@@ -64,16 +65,27 @@ def test_not_converging_within_max_rounds_fails_loudly():
 
 
 def test_a_100k_bucket_and_a_100k_neighbourhood_stay_linear():
-    from thresher.pipeline.dedup import _bucket_star, _large_star, _small_star
+    from thresher.pipeline.components import _LargeStar, _SmallStar
+    from thresher.pipeline.dedup import _bucket_star
 
     ids = [f"doc{i:06d}" for i in range(100_000)]
     random.Random(3).shuffle(ids)
-    edges = list(_bucket_star((b"band", ids)))  # GroupByKey values are re-iterable, like a list
+    edges = _bucket_star(np.full(len(ids), 7, dtype=np.uint64), ids)
     assert len(edges) == 99_999 and {u for u, _ in edges} == {"doc000000"}
     # large-star at the centre of that star: one edge per neighbour, nothing pairwise
-    out = list(_large_star(("doc000000", [v for _, v in edges]), "changed"))
+    out = _LargeStar(count_changes=True)("doc000000", [[v for _, v in edges]])
     assert len(out) == 99_999 and all(m == "doc000000" for _, m in out)
     # small-star at a node with 100k smaller neighbours: each relinked to the minimum once
-    out = list(_small_star(("zzz", ids), "changed"))
+    out = _SmallStar(count_changes=True)("zzz", [ids])
     edges_out = [e for e in out if isinstance(e, tuple)]
-    assert len(edges_out) == 100_000 and all(m == "doc000000" for _, m in edges_out)
+    assert len(edges_out) == 100_000 and all(m == "doc000000" for m, _ in edges_out)
+    assert [e.value for e in out if not isinstance(e, tuple)] == [99_999]
+
+
+def test_results_do_not_depend_on_the_number_of_partitions():
+    edges = adversarial_graphs(random.Random(1))
+    expected = union_find_labels(edges)
+    for partitions in (1, 7, 64):
+        with BeamTestPipeline() as p:
+            labels = p | beam.Create(edges) | ConnectedComponents(max_rounds=12, partitions=partitions)
+            assert_that(labels, equal_to(expected))

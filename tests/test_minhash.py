@@ -88,9 +88,14 @@ def test_band_keys_agree_exactly_when_band_rows_agree():
     sig = np.arange(16, dtype=np.uint32)
     other = sig.copy()
     other[5] = 99  # band 1 differs
-    k1, k2 = hasher.band_keys(sig), hasher.band_keys(other)
-    assert len(set(k1)) == 4
-    assert [a == b for a, b in zip(k1, k2)] == [True, False, True, True]
+    k1, k2 = hasher.band_hashes(np.stack([sig, other]))
+    assert k1.dtype == np.uint64 and len(set(k1.tolist())) == 4
+    assert (k1 == k2).tolist() == [True, False, True, True]
+    same_rows = np.tile(np.arange(4, dtype=np.uint32), 4)  # every band holds the same rows
+    assert len(set(hasher.band_hashes(same_rows[None])[0].tolist())) == 4  # the band index is in the key
+    rng = np.random.default_rng(0)
+    many = hasher.band_hashes(rng.integers(0, 1 << 32, (20_000, 16), dtype=np.uint64).astype(np.uint32))
+    assert len(np.unique(many)) == many.size  # 80,000 random bands, no collision
 
 
 def test_jaccard_helpers():

@@ -1,0 +1,140 @@
+"""Parking documents in temporary files while a corpus stage decides their fate.
+
+A corpus stage (dedup, line dedup, poisoning) needs a global view before it can say which
+documents to drop or change, but it never needs the documents themselves in its groupings. So the
+first step writes each bundle's documents to ``<directory>/<token>.pkl`` (one pickled list per
+file, about ``SPILL_BYTES`` of text) and emits small records that point at them as (token, row).
+The stage's decisions are then routed to the file that holds each document, and one pass per file
+(``ApplyToParked``) emits the kept documents and the rejection records. On the local runners every
+shuffled byte passes through one process; on Dataflow this is the file pattern Beam's own sinks
+use. Parked files are left for the run to delete (``OUT/_spill``): a retried bundle must find them.
+"""
+
+from __future__ import annotations
+
+import pickle
+import posixpath
+import uuid
+from typing import Any, Callable, Iterable
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from thresher.filters.base import Document
+from thresher.pipeline.io import SPILL_BYTES, SPILL_DIR
+from thresher.pipeline.shuffle import GroupInBatches
+
+
+def spill_directory(output_dir: str, label: str) -> str:
+    return posixpath.join(output_dir, SPILL_DIR, label)
+
+
+def park_path(directory: str, token: str) -> str:
+    return posixpath.join(directory, f"{token}.pkl")
+
+
+def read_parked(directory: str, token: str) -> list[Document]:
+    with FileSystems.open(park_path(directory, token), compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        return pickle.loads(fh.read())
+
+
+class DocumentParking:
+    """Buffers documents and writes them to ``<directory>/<token>.pkl``. ``add`` returns where
+    the document will be, (token, row), so the caller can emit small records that point at it."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.docs: list[Document] = []
+        self.bytes = 0
+        self.token = uuid.uuid4().hex
+
+    def add(self, doc: Document) -> tuple[str, int]:
+        self.docs.append(doc)
+        self.bytes += len(doc["text"])
+        return self.token, len(self.docs) - 1
+
+    def full(self) -> bool:
+        return self.bytes >= SPILL_BYTES
+
+    def flush(self) -> str | None:
+        """Writes the buffered documents; returns the written file's token (None if empty)."""
+        if not self.docs:
+            return None
+        token = self.token
+        with FileSystems.create(park_path(self.directory, token),
+                                compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            fh.write(pickle.dumps(self.docs, protocol=pickle.HIGHEST_PROTOCOL))
+        self.docs, self.bytes, self.token = [], 0, uuid.uuid4().hex
+        return token
+
+
+class ParkingDoFn(beam.DoFn):
+    """A DoFn that parks the documents it sees and emits the written files' tokens on "files".
+    Subclasses call ``self.parking.add(doc)`` in ``process`` and end it with
+    ``yield from self.flush_if_full()``; ``finish_bundle`` writes the rest."""
+
+    FILES = "files"
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def start_bundle(self):
+        self.parking = DocumentParking(self.directory)
+
+    def flush_if_full(self):
+        if self.parking.full():
+            yield beam.pvalue.TaggedOutput(self.FILES, self.parking.flush())
+
+    def finish_bundle(self):
+        token = self.parking.flush()
+        if token:
+            yield beam.pvalue.TaggedOutput(
+                self.FILES, WindowedValue(token, GlobalWindow().max_timestamp(), [GlobalWindow()]))
+
+
+class _ApplyToFile:
+    """The reduce of ``ApplyToParked``: reads one parked file and hands its documents, with the
+    decisions routed to them (row -> list of payloads), to the stage's ``apply``."""
+
+    def __init__(self, directory: str, stage_name: str, apply: Callable):
+        self.directory, self.stage_name, self.apply = directory, stage_name, apply
+
+    def __call__(self, token: str, values: list[list]) -> Iterable[Any]:
+        decisions, written = values
+        if not written:
+            raise RuntimeError(f"{self.stage_name}: decisions routed to parked file {token!r}, which no bundle wrote "
+                               f"(data was lost between pipeline steps)")
+        docs = read_parked(self.directory, token)
+        by_row: dict[int, list] = {}
+        for row, payload in decisions:
+            if not 0 <= row < len(docs):
+                raise RuntimeError(f"{self.stage_name}: a decision for row {row} of parked file {token!r}, "
+                                   f"which holds {len(docs)} documents")
+            by_row.setdefault(row, []).append(payload)
+        return self.apply(docs, by_row)
+
+
+class ApplyToParked(beam.PTransform):
+    """(decisions, files) -> the stage's outputs, every parked file read once.
+
+    decisions: (token, (row, payload)) elements; files: the tokens the parking DoFns emitted.
+    ``apply(docs, payloads_by_row)`` yields the outputs for one file's documents (kept documents
+    on the main output, ``TaggedOutput("rejected", record)`` for rejections, any other tags named
+    in ``outputs``). Files without decisions are read and passed to ``apply`` too."""
+
+    def __init__(self, label: str, directory: str, stage_name: str, partitions: int, apply: Callable,
+                 outputs: tuple[str, ...] = ("rejected",)):
+        super().__init__()
+        self.label, self.directory, self.stage_name = label, directory, stage_name
+        self.partitions, self.apply, self.outputs = partitions, apply, outputs
+
+    def expand(self, pcolls):
+        decisions, files = pcolls
+        keyed_files = files | "FileKeys" >> beam.Map(lambda token: (token, None))
+        return ((decisions, keyed_files)
+                | "ByFile" >> GroupInBatches(self.label, self.partitions,
+                                             reduce=_ApplyToFile(self.directory, self.stage_name, self.apply),
+                                             with_outputs=self.outputs, main="kept"))
