@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from thresher.filters.base import Stage
 from thresher.pipeline import registry
+from thresher.pipeline.outdir import overlap_problems, walk_values
 
 AUTO_RESHUFFLE_FILES = 16
 INPUT_FORMATS = ("jsonl", "parquet", "arrow", "text", "text_lines", "hf_dataset", "warc")
@@ -223,17 +224,22 @@ def validate_config(data: Any, check_files: bool = True) -> PipelineConfig:
         problems.append(("stages", f"must be a list of stages (got {type(stages_raw).__name__})"))
         stages_raw = []
     stages: list[Stage] = []
+    stage_values: list[tuple[tuple[Any, ...], Any]] = []
     for index, entry in enumerate(stages_raw):
         stage, stage_problems = build_stage(entry, index, check_files)
         problems += stage_problems
         if stage is not None:
             stages.append(stage)
+            stage_values += [(("stages", index) + loc, value) for loc, value in walk_values(stage.model_dump(mode="json"))]
     rest = {k: v for k, v in data.items() if k != "stages"}
     config = None
     try:
         config = PipelineConfig(**rest)
     except ValidationError as exc:
         problems += _errors(exc, PipelineConfig)
+    if config is not None:
+        problems += [(yaml_path(loc), message)
+                     for loc, message in overlap_problems(config.input.paths, stage_values, config.output)]
     if problems:
         raise ConfigError(problems)
     assert config is not None

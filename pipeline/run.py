@@ -21,12 +21,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from thresher.pipeline.config import ConfigError, PipelineConfig
 from thresher.pipeline.graph import NAMESPACE, STATS_DIR, build_graph, stage_label
 from thresher.pipeline.io import SPILL_DIR, atomic_write, match_inputs
+from thresher.pipeline.outdir import ForeignFiles, owned_part_reached, prepare_output, remove_owned
 from thresher.pipeline.progress import Progress
 
 RUNNER_NAMES = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
                 "spark": "SparkRunner", "prism": "PrismRunner"}
-OUTPUT_PARTS = ("kept", "rejected", "quarantine", "shards", STATS_DIR, SPILL_DIR, "_progress", "stats.json",
-                "report.html")
 VERSIONED_PACKAGES = ("thresher", "apache-beam", "pydantic", "numpy", "pyarrow", "datasketch",
                       "fasttext-community", "cld3-py", "sentencepiece", "torch")
 
@@ -62,19 +61,6 @@ def pipeline_options(config: PipelineConfig, beam_args: list[str]) -> PipelineOp
     return PipelineOptions(flags=list(beam_args), **options)
 
 
-def prepare_output(output_dir: str) -> None:
-    """Remove what an earlier run left in the parts of OUT that thresher owns (nothing else)."""
-    if "://" not in output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-    for part in OUTPUT_PARTS:
-        path = posixpath.join(output_dir, part)
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-    for part in ("kept", "rejected", "quarantine"):
-        if "://" not in output_dir:
-            os.makedirs(posixpath.join(output_dir, part), exist_ok=True)
-
-
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in VERSIONED_PACKAGES:
@@ -107,7 +93,7 @@ def _read_stage_stats(output_dir: str) -> dict[str, dict]:
     for match in FileSystems.match([posixpath.join(directory, "*.json")])[0].metadata_list:
         with FileSystems.open(match.path) as fh:
             found[posixpath.basename(match.path)[: -len(".json")]] = json.loads(fh.read())
-    FileSystems.delete([directory])
+    remove_owned(output_dir, (STATS_DIR,), strict=False)
     return found
 
 
@@ -170,7 +156,15 @@ def run_pipeline(config: PipelineConfig, beam_args: list[str] | None = None,
     except ValueError as exc:
         raise ConfigError([(p.split(": ", 1)[0], p.split(": ", 1)[1]) for p in str(exc).split("; ")]) from None
     output_dir = config.output.rstrip("/")
-    prepare_output(output_dir)
+    reached = [(f"input.paths ({path})", f"matches {part} of the output directory, which this run deletes and "
+                f"rewrites before reading its input; give this run another output directory")
+               for path, _ in files if (part := owned_part_reached(path, output_dir))]
+    if reached:  # a symlink into OUT, say: the globs themselves were checked by validation
+        raise ConfigError(reached)
+    try:
+        prepare_output(output_dir)
+    except ForeignFiles as exc:
+        raise ConfigError([("output", str(exc))]) from None
     options = pipeline_options(config, beam_args)
     runner = options.get_all_options()["runner"] or "DirectRunner"
     progress = Progress(output_dir, enabled=show_progress and "://" not in output_dir)
@@ -181,9 +175,7 @@ def run_pipeline(config: PipelineConfig, beam_args: list[str] | None = None,
         result = pipeline.run()
         result.wait_until_finish()
     wall = time.perf_counter() - start
-    spill = posixpath.join(output_dir, SPILL_DIR)
-    if FileSystems.exists(spill):  # parts of retried bundles that nobody read
-        FileSystems.delete([spill])
+    remove_owned(output_dir, (SPILL_DIR,), strict=False)  # parts of retried bundles that nobody read
     stats = collect_stats(config, _counters(result), _read_stage_stats(output_dir), wall, str(runner))
     stats["input_files"] = len(files)
     atomic_write(posixpath.join(output_dir, "stats.json"),
