@@ -81,6 +81,10 @@ class OutputConfig(_Strict):
     batch_size: int = Field(default=256, ge=1, le=100_000)
     #: gzip level of kept/rejected/quarantine files: 1 is ~4x faster than 6 for ~15% more bytes
     compression_level: int = Field(default=1, ge=0, le=9)
+    #: the stage-error budget: a per-document stage that raises on more than this fraction of the
+    #: documents it sees fails the run, naming the stage and its first errors (below it, each
+    #: failing document is rejected with reason stage_error). 1 never fails; 0 fails on any error
+    max_stage_error_frac: float = Field(default=0.01, ge=0, le=1)
 
 
 class PipelineConfig(_Strict):

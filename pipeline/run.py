@@ -14,12 +14,14 @@ from importlib import metadata
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from thresher.pipeline.config import ConfigError, PipelineConfig
-from thresher.pipeline.graph import NAMESPACE, STATS_DIR, build_graph, stage_label
+from thresher.pipeline.graph import (NAMESPACE, STAGE_ERROR, STATS_DIR, StageErrorBudgetExceeded, build_graph,
+                                     error_line, stage_label)
 from thresher.pipeline.io import SPILL_DIR, atomic_write, match_inputs
 from thresher.pipeline.outdir import ForeignFiles, owned_part_reached, prepare_output, remove_owned
 from thresher.pipeline.progress import Progress
@@ -146,6 +148,47 @@ def collect_stats(config: PipelineConfig, counters: dict[str, int], stage_stats:
     }
 
 
+def check_stage_errors(config: PipelineConfig, counters: dict[str, int], output_dir: str) -> None:
+    """Fail the run (StageErrorBudgetExceeded, before stats.json is written) when a stage's
+    stage_error rejections are over ``output_options.max_stage_error_frac`` of its input.
+
+    Beam's counters are final only when the pipeline has finished, so the budget over the whole
+    run is checked here, in the driver; RunDocumentStages stops a run early only when a worker's
+    first documents for a stage all fail, which needs no global count."""
+    budget = config.output_options.max_stage_error_frac
+    over = []
+    for index, stage in enumerate(config.stages):
+        label = stage_label(index, stage)
+        errors = counters.get(f"stage/{label}/reason/{STAGE_ERROR}", 0)
+        seen = counters.get(f"stage/{label}/in", 0)
+        if errors and errors > budget * seen:
+            first = " | ".join(first_stage_errors(output_dir, stage.name))
+            over.append(f"stage {label} ({stage.name}) raised on {errors:,} of {seen:,} documents "
+                        f"({errors / seen:.1%}; output_options.max_stage_error_frac: {budget}); first errors: {first}")
+    if over:
+        raise StageErrorBudgetExceeded("; ".join(over) + f". Every failing document is in {output_dir}/rejected/ "
+                                       f"with reason {STAGE_ERROR} and its traceback; stats.json was not written")
+
+
+def first_stage_errors(output_dir: str, stage_name: str, limit: int = 3) -> list[str]:
+    """The last lines of the first ``limit`` stage_error tracebacks of ``stage_name`` in rejected/."""
+    import gzip
+
+    found: list[str] = []
+    pattern = posixpath.join(output_dir, "rejected", "*.jsonl.gz")
+    for match in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
+        with FileSystems.open(match.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                if STAGE_ERROR not in line:
+                    continue
+                record = json.loads(line)
+                if record.get("reason") == STAGE_ERROR and record.get("stage") == stage_name:
+                    found.append(error_line(str((record.get("meta") or {}).get("error", ""))))
+                    if len(found) >= limit:
+                        return found
+    return found
+
+
 def run_pipeline(config: PipelineConfig, beam_args: list[str] | None = None,
                  show_progress: bool = False) -> RunResult:
     """Run ``config`` to completion and write OUT/stats.json. Raises ConfigError for problems found
@@ -172,11 +215,21 @@ def run_pipeline(config: PipelineConfig, beam_args: list[str] | None = None,
     build_graph(pipeline, config, files, output_dir, progress_dir=progress.directory)
     start = time.perf_counter()
     with progress:
-        result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as exc:
+            marker = StageErrorBudgetExceeded.MARKER
+            if marker in str(exc):
+                # the runner wraps the worker's error: give the user the stage's own message
+                detail = str(exc).rsplit(marker + ": ", 1)[1].split("\n", 1)[0].split(" [while running", 1)[0]
+                raise StageErrorBudgetExceeded(detail) from None
+            raise
     wall = time.perf_counter() - start
     remove_owned(output_dir, (SPILL_DIR,), strict=False)  # parts of retried bundles that nobody read
-    stats = collect_stats(config, _counters(result), _read_stage_stats(output_dir), wall, str(runner))
+    counters = _counters(result)
+    check_stage_errors(config, counters, output_dir)
+    stats = collect_stats(config, counters, _read_stage_stats(output_dir), wall, str(runner))
     stats["input_files"] = len(files)
     atomic_write(posixpath.join(output_dir, "stats.json"),
                  (json.dumps(stats, indent=2, sort_keys=True, default=str) + "\n").encode())
