@@ -85,6 +85,9 @@ class OutputConfig(_Strict):
     #: documents it sees fails the run, naming the stage and its first errors (below it, each
     #: failing document is rejected with reason stage_error). 1 never fails; 0 fails on any error
     max_stage_error_frac: float = Field(default=0.01, ge=0, le=1)
+    #: the text kept in rejected/: full, snippet (the first 1,000 characters) or none; each record
+    #: says which in ``text_stored``, with ``text_chars``, the length of the text as the stage saw it
+    rejected_text: Literal["full", "snippet", "none"] = "full"
 
 
 class PipelineConfig(_Strict):

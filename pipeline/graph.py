@@ -226,6 +226,26 @@ class WriteStageStats(beam.DoFn):
         yield label
 
 
+SNIPPET_CHARS = 1000
+
+
+def stored_text(record: dict, mode: str) -> dict:
+    """A rejection record with its text as ``output_options.rejected_text`` asks: ``full``,
+    ``snippet`` (the first SNIPPET_CHARS characters) or ``none``. ``text_stored`` says which and
+    ``text_chars`` gives the length of the whole text, so a reader knows what is missing."""
+    text = record.get("text")
+    if not isinstance(text, str):
+        return record
+    out = dict(record)
+    out["text_stored"] = mode
+    out["text_chars"] = len(text)
+    if mode == "snippet":
+        out["text"] = text[:SNIPPET_CHARS]
+    elif mode == "none":
+        del out["text"]
+    return out
+
+
 def kept_record(doc: dict) -> dict:
     return {"id": doc["id"], "text": doc["text"], "source": doc.get("source", ""), "meta": doc.get("meta") or {}}
 
@@ -288,7 +308,8 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
     shards, level = config.output_options.shards, config.output_options.compression_level
     _ = (docs | "KeptRecords" >> beam.Map(kept_record)
          | "WriteKept" >> WriteRecords(output_dir, "kept", shards, level))
-    all_rejected = (rejected or [pipeline | "NoRejections" >> beam.Create([])]) | "FlattenRejected" >> beam.Flatten()
+    all_rejected = ((rejected or [pipeline | "NoRejections" >> beam.Create([])]) | "FlattenRejected" >> beam.Flatten()
+                    | "RejectedText" >> beam.Map(stored_text, options.rejected_text))
     _ = all_rejected | "WriteRejected" >> WriteRecords(output_dir, "rejected", shards, level)
     _ = read[QUARANTINE] | "WriteQuarantine" >> WriteRecords(output_dir, "quarantine", shards, level)
     if stage_stats:

@@ -1,7 +1,10 @@
-"""A stage that raises is isolated per document only within the stage-error budget; a broken stage
-fails the run, and MemoryError is never a rejection (issue 15)."""
+"""What happens to rejected documents (issue 15): a stage that raises is isolated per document only
+within the stage-error budget, a broken stage fails the run, MemoryError is never a rejection; and
+output_options.rejected_text says how much of a rejected document's text rejected/ keeps."""
 
 import json
+import random
+import string
 
 import pytest
 
@@ -89,3 +92,22 @@ def test_memory_error_fails_the_run(tmp_path):
         run(tmp_path, docs(5) + [{"id": "big", "text": "HUGE"}], [{"name": "test_out_of_memory"}],
             max_stage_error_frac=1)
     assert not (tmp_path / "out" / "stats.json").exists()
+
+
+@pytest.mark.parametrize("mode", ["full", "snippet", "none"])
+def test_rejected_text_full_snippet_or_none(tmp_path, mode):
+    long_text = "short short " + "".join(random.Random(0).choices(string.ascii_letters, k=50_000))  # 3 words
+    records = [{"id": "long", "text": long_text}, {"id": "kept", "text": "one two three four five six"}]
+    options = {} if mode == "full" else {"rejected_text": mode}
+    result = run(tmp_path, records, [{"name": "test_min_words"}], **options)
+    (record,) = read_output(tmp_path / "out", "rejected")
+    assert record["text_stored"] == mode and record["text_chars"] == len(long_text)
+    assert record["reason"] == "too_few_words" and record["value"] == 3
+    expected = {"full": long_text, "snippet": long_text[:1000], "none": None}[mode]
+    assert record.get("text") == expected
+    assert result.accounted
+    size = sum(p.stat().st_size for p in (tmp_path / "out" / "rejected").glob("*.gz"))
+    assert size > 30_000 if mode == "full" else size < 2_000
+    from thresher.pipeline.report import ReportBuilder
+
+    assert ReportBuilder().write(tmp_path / "out").is_file()  # the report reads any of them
