@@ -3,7 +3,9 @@ quarantined records into deterministic, atomically renamed JSON-lines files.
 
 Readers never raise on bad data: a record that cannot be parsed becomes a quarantine record with
 the file, the line (or byte offset), the error and the raw bytes, so that
-records read = kept + rejected + quarantined holds whatever the input looks like.
+records read = kept + rejected + quarantined holds whatever the input looks like. They do raise
+on a failure to open or read the file itself (InputReadError): that is not the data's fault, and
+the runner retries the bundle rather than record half a file.
 """
 
 from __future__ import annotations
@@ -99,6 +101,65 @@ def _hf_dataset_files(directory: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Decompression that survives truncated files
+
+
+class InputReadError(Exception):
+    """Opening or reading an input file failed (a network fault, a file that vanished after it was
+    listed, a permission): the bundle fails and the runner retries it, discarding the documents it
+    had emitted, instead of quarantining the rest of the file as if it were bad data. Deliberately
+    not an OSError: decoders report bad content as OSError too, and the readers quarantine those."""
+
+
+class _GuardedInput(io.RawIOBase):
+    """An input file whose own I/O errors raise InputReadError (decoders above it keep their own
+    errors, which are about content)."""
+
+    def __init__(self, raw, path: str):
+        self._raw = raw
+        self._path = path
+
+    def _io(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as exc:
+            raise InputReadError(f"reading {self._path} failed: {exc}") from exc
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._io(self._raw.seekable) if hasattr(self._raw, "seekable") else False
+
+    def read(self, size: int = -1) -> bytes:
+        return self._io(self._raw.read, size)
+
+    def readinto(self, target) -> int:
+        data = self.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._io(self._raw.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self._io(self._raw.tell)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._raw.close()
+            except OSError:
+                pass  # everything was read; a failing close loses nothing
+        super().close()
+
+
+def open_input(path: str) -> _GuardedInput:
+    """An input file's raw bytes, with I/O failures as InputReadError."""
+    try:
+        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except OSError as exc:  # BeamIOError is an IOError
+        raise InputReadError(f"cannot open {path}: {exc}") from exc
+    return _GuardedInput(raw, path)
 
 
 class TruncatedInput(Exception):
@@ -305,12 +366,12 @@ class ReadDocuments(beam.DoFn):
                 yield from self._warc_records(path, rel)
             else:  # guarded by the config schema
                 raise ValueError(f"unsupported input format {fmt!r}")
-        except (OSError, IOError) as exc:
-            yield quarantine_record(rel, f"cannot read file: {exc}")
+        except OSError as exc:  # from a decoder: the content (I/O failures are InputReadError)
+            yield quarantine_record(rel, f"cannot decode file: {exc}")
 
     def _line_records(self, path: str, rel: str, fmt: str) -> Iterator[dict]:
         parser = self.parser
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with open_input(path) as raw:
             lines = _lines(raw, path)
             while True:
                 try:
@@ -348,7 +409,7 @@ class ReadDocuments(beam.DoFn):
                     yield doc
 
     def _whole_file(self, path: str, rel: str) -> Iterator[dict]:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with open_input(path) as raw:
             chunks: list[bytes] = []
             try:
                 for chunk in _decompressed_chunks(raw, path):
@@ -373,7 +434,7 @@ class ReadDocuments(beam.DoFn):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        with open_input(path) as fh:
             data = fh.read()
         try:
             if fmt == "parquet":
@@ -404,7 +465,7 @@ class ReadDocuments(beam.DoFn):
         from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
         wanted = WarcRecordType.response | WarcRecordType.conversion
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with open_input(path) as raw:
             stream = _ChunkStream(_decompressed_chunks(raw, path))
             records = iter(ArchiveIterator(stream, record_types=wanted, auto_decode="all", stream_detect=False))
             index = 0
