@@ -436,15 +436,18 @@ class ReadDocuments(beam.DoFn):
 
         with open_input(path) as fh:
             data = fh.read()
+        row = 0
         try:
             if fmt == "parquet":
                 batches = pq.ParquetFile(pa.BufferReader(data)).iter_batches(batch_size=1024)
             else:
                 batches = _arrow_batches(data)
-            row = 0
             for batch in batches:
-                for record in batch.to_pylist():
+                for record, error in _batch_rows(batch):
                     row += 1
+                    if record is None:
+                        yield quarantine_record(rel, f"corrupt row: {error}", line=row)
+                        continue
                     doc, error = self.parser.to_document(record, rel, row)
                     if error:
                         raw = json.dumps(record, ensure_ascii=False, default=str).encode()
@@ -452,7 +455,8 @@ class ReadDocuments(beam.DoFn):
                     else:
                         yield doc
         except (pa.ArrowException, OSError) as exc:
-            yield quarantine_record(rel, f"cannot read {fmt} file: {exc}", data[:4096], offset=0)
+            read = f"; the {row} rows before it were read" if row else ""
+            yield quarantine_record(rel, f"cannot read {fmt} file: {exc}{read}", data[:4096], offset=0)
 
 
     def _warc_records(self, path: str, rel: str) -> Iterator[dict]:
@@ -542,6 +546,32 @@ class _ChunkStream(io.RawIOBase):
         self._buffer = self._buffer[size:]
         self._position += size
         return size
+
+
+def _batch_rows(batch) -> Iterator[tuple[dict | None, str | None]]:
+    """The rows of a record batch as dicts. Arrow does not check what it reads: a batch whose
+    structure is broken raises (the caller quarantines the rest of the file), and one whose values
+    are (invalid UTF-8, offsets out of range) gives (None, error) for each bad row."""
+    import pyarrow as pa
+
+    batch.validate()  # lengths and buffer sizes agree, so num_rows can be trusted
+    try:
+        batch.validate(full=True)
+        rows = batch.to_pylist()
+    except (pa.ArrowException, UnicodeDecodeError):
+        rows = None
+    if rows is not None:
+        yield from ((record, None) for record in rows)
+        return
+    for index in range(batch.num_rows):
+        one = batch.slice(index, 1)
+        try:
+            one.validate(full=True)
+            record = one.to_pylist()[0]
+        except (pa.ArrowException, UnicodeDecodeError) as exc:
+            yield None, str(exc)
+            continue
+        yield record, None
 
 
 def _arrow_batches(data: bytes):
