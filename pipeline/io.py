@@ -35,6 +35,9 @@ from thresher.pipeline.progress import Heartbeat
 
 QUARANTINE = "quarantine"
 RAW_LIMIT = 1 << 20  # raw bytes kept in a quarantine record; the rest is marked truncated
+#: deeper ``meta`` is quarantined: pickling a document between workers recurses once per level and
+#: fails (RecursionError) near 900 levels, which would stop the run in a dedup stage
+MAX_META_DEPTH = 64
 GLOB_CHARS = "*?["
 
 
@@ -308,12 +311,28 @@ class RecordParser:
         for name in cfg.meta_fields:
             if name in record:
                 meta[name] = record[name]
+        if _deeper_than(meta, MAX_META_DEPTH):
+            return None, f"meta is nested more than {MAX_META_DEPTH} levels deep"
         return {
             "id": str(doc_id),
             "text": _clean_surrogates(text),
             "source": source or cfg.source or rel_path,
             "meta": meta,
         }, None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and dicts nest more than ``limit`` levels in ``value`` (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _clean_surrogates(text: str) -> str:
@@ -402,6 +421,9 @@ class ReadDocuments(beam.DoFn):
                     except json.JSONDecodeError as exc:
                         yield quarantine_record(rel, f"invalid JSON: {exc.msg} at column {exc.colno}", line, number, offset)
                         continue
+                    except (ValueError, RecursionError) as exc:  # an integer of 5,000 digits, nesting 10,000 deep
+                        yield quarantine_record(rel, f"unreadable JSON: {exc}", line, number, offset)
+                        continue
                 doc, error = parser.to_document(record, rel, number)
                 if error:
                     yield quarantine_record(rel, error, line, number, offset)
@@ -454,7 +476,7 @@ class ReadDocuments(beam.DoFn):
                         yield quarantine_record(rel, error, raw, line=row)
                     else:
                         yield doc
-        except (pa.ArrowException, OSError) as exc:
+        except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: e.g. a column name that is not UTF-8
             read = f"; the {row} rows before it were read" if row else ""
             yield quarantine_record(rel, f"cannot read {fmt} file: {exc}{read}", data[:4096], offset=0)
 

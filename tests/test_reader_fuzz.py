@@ -154,3 +154,22 @@ def test_a_run_over_damaged_files_accounts_for_every_record(damaged, tmp_path, f
     totals = run_pipeline(config).stats["totals"]
     assert totals["read"] == expected and totals["accounted"], (totals, [w for _, w in picked])
     assert totals["read"] == totals["kept"] + totals["rejected"] + totals["quarantined"]
+
+
+def test_hostile_json_lines_are_quarantined_and_the_run_goes_on(tmp_path):
+    deep_meta = '{"a":' * 900 + "1" + "}" * 900
+    lines = [
+        '{"id": "big-int", "text": "x", "n": ' + "9" * 5000 + "}",        # int() refuses > 4300 digits
+        "[" * 100_000 + "]" * 100_000,                                    # json.loads recursion
+        '{"id": "deep-meta", "text": "valid JSON, meta 900 deep", "meta": ' + deep_meta + "}",
+        '{"id": "fine", "text": "an ordinary document"}',
+    ]
+    (tmp_path / "hostile.jsonl").write_text("\n".join(lines) + "\n")
+    config = validate_config({"input": {"paths": [str(tmp_path / "hostile.jsonl")]}, "output": str(tmp_path / "out"),
+                              "runner": IN_MEMORY, "stages": [{"name": "exact_dedup"}]})
+    totals = run_pipeline(config).stats["totals"]
+    assert totals == {"read": 4, "generated": 0, "kept": 1, "rejected": 0, "quarantined": 3, "accounted": True}
+    from conftest import read_output
+
+    errors = {q["line"]: q["error"] for q in read_output(tmp_path / "out", "quarantine")}
+    assert "digits" in errors[1] and "recursion" in errors[2] and "nested more than 64" in errors[3]
