@@ -158,11 +158,9 @@ def _is_owned_name(part: str, name: str) -> bool:
 
 
 def _files_below(directory: str) -> list[str]:
-    if is_remote(directory):
+    if is_remote(directory):  # object stores have no folders to test for: list the prefix
         from apache_beam.io.filesystems import FileSystems
 
-        if not FileSystems.exists(directory):
-            return []
         return sorted(m.path for m in FileSystems.match([posixpath.join(directory, "**")])[0].metadata_list)
     found = []
     for root, _, names in os.walk(directory):
