@@ -6,10 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from apache_beam.io.filesystem import FileMetadata, FileSystem
 
 from conftest import read_output, write_jsonl
 from thresher.pipeline.config import ConfigError, validate_config
-from thresher.pipeline.outdir import OWNED_DIRS, OWNED_FILES, TEMPORARY, owned_part_reached
+from thresher.pipeline.outdir import (OWNED_DIRS, OWNED_FILES, TEMPORARY, ForeignFiles, owned_part_reached,
+                                     prepare_output)
 from thresher.pipeline.run import run_pipeline
 
 IN_MEMORY = {"name": "direct", "options": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}}
@@ -164,3 +166,66 @@ def test_every_file_a_run_leaves_in_owned_parts_has_an_owned_name(tmp_path):
             if path.is_file():
                 assert any(fnmatch.fnmatchcase(path.name, p) for p in patterns + TEMPORARY), path
     assert len(list((out / "kept").glob("*.jsonl.gz"))) == 3
+
+
+class ObjectStore(FileSystem):
+    """A flat in-memory object store, like gs:// or s3://: no folders, only names with a prefix.
+    Defining the class registers its scheme with Beam's FileSystems."""
+
+    objects: dict[str, bytes] = {}
+
+    @classmethod
+    def scheme(cls):
+        return "thresher-objects"
+
+    def join(self, base, *paths):
+        return "/".join([base.rstrip("/"), *paths])
+
+    def split(self, path):
+        head, _, tail = path.rpartition("/")
+        return head, tail
+
+    def has_dirs(self):
+        return False
+
+    def _list(self, prefix):
+        for path, data in sorted(self.objects.items()):
+            if path.startswith(prefix):
+                yield FileMetadata(path, len(data))
+
+    def exists(self, path):
+        return path in self.objects
+
+    def delete(self, paths):
+        for path in paths:
+            del self.objects[path]
+
+    def mkdirs(self, path):
+        raise NotImplementedError
+
+    create = open = copy = rename = size = last_updated = checksum = metadata = mkdirs
+
+
+@pytest.fixture
+def store():
+    ObjectStore.objects.clear()
+    yield ObjectStore.objects
+    ObjectStore.objects.clear()
+
+
+def test_a_remote_output_is_cleared_of_thresher_files_only(store):
+    out = "thresher-objects://bucket/run"
+    for name in ("kept/part-00000-of-00004.jsonl.gz", "rejected/part-00003-of-00004.jsonl.gz", "stats.json",
+                 "_spill/kept/00001-abc.pkl", "shards/manifest.json", "input/data.jsonl", "notes.txt"):
+        store[f"{out}/{name}"] = b"x"
+    prepare_output(out)
+    assert sorted(store) == [f"{out}/input/data.jsonl", f"{out}/notes.txt"]
+
+
+def test_a_foreign_object_in_a_remote_owned_part_stops_the_run(store):
+    out = "thresher-objects://bucket/run"
+    store[f"{out}/kept/part-00000-of-00004.jsonl.gz"] = b"x"
+    store[f"{out}/kept/README"] = b"mine"
+    with pytest.raises(ForeignFiles, match="README"):
+        prepare_output(out)
+    assert len(store) == 2
