@@ -56,6 +56,7 @@ def run_command(argv: list[str]) -> int:
     config = _load(args)
     if config is None:
         return 1
+    from thresher.pipeline.graph import StageErrorBudgetExceeded
     from thresher.pipeline.run import run_pipeline
 
     try:
@@ -63,6 +64,9 @@ def run_command(argv: list[str]) -> int:
     except ConfigError as exc:
         print_problems(args.config, exc)
         return 1
+    except StageErrorBudgetExceeded as exc:
+        print(f"RUN FAILED: {exc}", file=sys.stderr)
+        return 4
     if not args.quiet:
         print_summary(result.stats, result.output_dir)
     if not result.accounted:

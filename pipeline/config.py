@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from thresher.filters.base import Stage
 from thresher.pipeline import registry
+from thresher.pipeline.outdir import overlap_problems, walk_values
 
 AUTO_RESHUFFLE_FILES = 16
 INPUT_FORMATS = ("jsonl", "parquet", "arrow", "text", "text_lines", "hf_dataset", "warc")
@@ -85,6 +86,13 @@ class OutputConfig(_Strict):
     batch_size: int = Field(default=256, ge=1, le=100_000)
     #: gzip level of kept/rejected/quarantine files: 1 is ~4x faster than 6 for ~15% more bytes
     compression_level: int = Field(default=1, ge=0, le=9)
+    #: the stage-error budget: a per-document stage that raises on more than this fraction of the
+    #: documents it sees fails the run, naming the stage and its first errors (below it, each
+    #: failing document is rejected with reason stage_error). 1 never fails; 0 fails on any error
+    max_stage_error_frac: float = Field(default=0.01, ge=0, le=1)
+    #: the text kept in rejected/: full, snippet (the first 1,000 characters) or none; each record
+    #: says which in ``text_stored``, with ``text_chars``, the length of the text as the stage saw it
+    rejected_text: Literal["full", "snippet", "none"] = "full"
 
 
 class PipelineConfig(_Strict):
@@ -228,17 +236,22 @@ def validate_config(data: Any, check_files: bool = True) -> PipelineConfig:
         problems.append(("stages", f"must be a list of stages (got {type(stages_raw).__name__})"))
         stages_raw = []
     stages: list[Stage] = []
+    stage_values: list[tuple[tuple[Any, ...], Any]] = []
     for index, entry in enumerate(stages_raw):
         stage, stage_problems = build_stage(entry, index, check_files)
         problems += stage_problems
         if stage is not None:
             stages.append(stage)
+            stage_values += [(("stages", index) + loc, value) for loc, value in walk_values(stage.model_dump(mode="json"))]
     rest = {k: v for k, v in data.items() if k != "stages"}
     config = None
     try:
         config = PipelineConfig(**rest)
     except ValidationError as exc:
         problems += _errors(exc, PipelineConfig)
+    if config is not None:
+        problems += [(yaml_path(loc), message)
+                     for loc, message in overlap_problems(config.input.paths, stage_values, config.output)]
     if problems:
         raise ConfigError(problems)
     assert config is not None

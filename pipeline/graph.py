@@ -58,19 +58,52 @@ class StageCounters:
         return self._extra[key]
 
 
+STAGE_ERROR = "stage_error"
+#: a worker whose first this-many documents for a stage all raised stops the run at once
+FAST_FAIL_DOCUMENTS = 100
+
+
+class StageErrorBudgetExceeded(RuntimeError):
+    """A stage raised on more documents than ``output_options.max_stage_error_frac`` allows. The
+    message starts with MARKER, so the driver can find it inside a runner's wrapped error."""
+
+    MARKER = "stage-error budget exceeded"
+
+    def __init__(self, detail: str):
+        # runners re-raise a worker's error as type(error)(message + context): keep one marker
+        super().__init__(detail if detail.startswith(self.MARKER) else f"{self.MARKER}: {detail}")
+
+
+def error_line(error: str) -> str:
+    """The last line of a formatted traceback (``ValueError: cannot handle BOOM``)."""
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else error
+
+
 class RunDocumentStages(beam.DoFn):
     """Applies a run of per-document stages to a batch. Loads models once per worker in
     ``setup()``. A stage that raises on a batch is retried document by document, and only the
-    documents that still fail are rejected (reason ``stage_error``): a bug or a pathological
-    document never takes the worker down, and nothing is dropped silently."""
+    documents that still fail are rejected (reason ``stage_error``): a pathological document never
+    takes the worker down, and nothing is dropped silently.
 
-    def __init__(self, stages: list[tuple[str, DocumentStage]], progress_dir: str | None = None):
+    A broken stage is not a filter, though: a worker whose first FAST_FAIL_DOCUMENTS documents for a
+    stage all raised stops the run here (StageErrorBudgetExceeded), and the driver checks every
+    stage's error fraction against ``max_error_frac`` when the run ends (run.check_stage_errors).
+    MemoryError is re-raised, never turned into a rejection (KeyboardInterrupt and SystemExit are
+    not Exceptions and pass through), so the runner retries or fails the bundle."""
+
+    def __init__(self, stages: list[tuple[str, DocumentStage]], progress_dir: str | None = None,
+                 max_error_frac: float = 1.0):
         self.stages = stages
         self.progress_dir = progress_dir
+        self.max_error_frac = max_error_frac
 
     def setup(self) -> None:
         self.heartbeat = Heartbeat(self.progress_dir, "stages")
         self.counters = {label: StageCounters(label) for label, _ in self.stages}
+        self.seen = {label: 0 for label, _ in self.stages}
+        self.failures = {label: 0 for label, _ in self.stages}
+        self.errors: dict[str, list[str]] = {label: [] for label, _ in self.stages}
         for _, stage in self.stages:
             stage.setup()
 
@@ -80,8 +113,9 @@ class RunDocumentStages(beam.DoFn):
             counters = self.counters[label]
             counters.inputs.inc(len(alive))
             start = time.perf_counter()
-            decisions = self._decide(stage, alive)
+            decisions, failed = self._decide(stage, alive)
             counters.microseconds.inc(int((time.perf_counter() - start) * 1e6))
+            self._check_budget(label, stage, len(alive), failed)
             survivors = []
             for doc, decision in zip(alive, decisions):
                 if decision.keep:
@@ -105,17 +139,37 @@ class RunDocumentStages(beam.DoFn):
     def teardown(self) -> None:
         self.heartbeat.flush()
 
+    def _check_budget(self, label: str, stage: DocumentStage, seen: int, failed: list[str]) -> None:
+        self.seen[label] += seen
+        self.failures[label] += len(failed)
+        self.errors[label] += [error_line(e) for e in failed[: max(0, 3 - len(self.errors[label]))]]
+        if (self.max_error_frac < 1 and self.seen[label] >= FAST_FAIL_DOCUMENTS
+                and self.failures[label] == self.seen[label]):
+            raise StageErrorBudgetExceeded(
+                f"stage {label} ({stage.name}) raised on all of the first {self.seen[label]} documents a worker "
+                f"gave it (output_options.max_stage_error_frac: {self.max_error_frac}); first errors: "
+                + " | ".join(self.errors[label]))
+
     @staticmethod
-    def _decide(stage: DocumentStage, docs: list[dict]) -> list[Decision]:
+    def _decide(stage: DocumentStage, docs: list[dict]) -> tuple[list[Decision], list[str]]:
+        """One decision per document, and the formatted errors of the documents that raised."""
         try:
             decisions = stage.process_batch(docs)
             if len(decisions) != len(docs):
                 raise RuntimeError(f"{stage.name} returned {len(decisions)} decisions for {len(docs)} documents")
-            return decisions
+            return decisions, []
+        except MemoryError:
+            raise
         except Exception:  # noqa: BLE001 - isolate the failing documents, below
             if len(docs) == 1:
-                return [Decision.reject("stage_error", scores={}, meta={"error": traceback.format_exc(limit=3)})]
-            return [RunDocumentStages._decide(stage, [doc])[0] for doc in docs]
+                error = traceback.format_exc(limit=3)
+                return [Decision.reject(STAGE_ERROR, scores={}, meta={"error": error})], [error]
+        decisions, errors = [], []
+        for doc in docs:
+            (decision,), failed = RunDocumentStages._decide(stage, [doc])
+            decisions.append(decision)
+            errors += failed
+        return decisions, errors
 
 
 class CountDocuments(beam.DoFn):
@@ -172,6 +226,27 @@ class WriteStageStats(beam.DoFn):
         yield label
 
 
+SNIPPET_CHARS = 1000
+
+
+def stored_text(record: dict, mode: str) -> dict:
+    """A rejection record with its text as ``output_options.rejected_text`` asks: ``snippet``
+    (the first SNIPPET_CHARS characters) or ``none`` (``full`` records are written as they are).
+    ``text_stored`` says which and ``text_chars`` gives the length of the whole text, so a reader
+    knows what is missing."""
+    text = record.get("text")
+    if mode == "full" or not isinstance(text, str):
+        return record
+    out = dict(record)
+    out["text_stored"] = mode
+    out["text_chars"] = len(text)
+    if mode == "snippet":
+        out["text"] = text[:SNIPPET_CHARS]
+    elif mode == "none":
+        del out["text"]
+    return out
+
+
 def kept_record(doc: dict) -> dict:
     return {"id": doc["id"], "text": doc["text"], "source": doc.get("source", ""), "meta": doc.get("meta") or {}}
 
@@ -212,7 +287,8 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
                 | "Unbatch" >> beam.FlatMap(_unbatch))
     rejected: list[beam.PCollection] = []
     stage_stats: list[beam.PCollection] = []
-    batch = config.output_options.batch_size
+    options = config.output_options
+    batch = options.batch_size
 
     for kind, members in _runs(config.stages):
         if kind == "document":
@@ -221,7 +297,8 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
             outputs = (
                 docs
                 | f"Batch[{name}]" >> beam.BatchElements(min_batch_size=min(16, batch), max_batch_size=batch)
-                | f"Apply[{name}]" >> beam.ParDo(RunDocumentStages(labelled, progress_dir)).with_outputs(REJECTED, main="kept")
+                | f"Apply[{name}]" >> beam.ParDo(RunDocumentStages(labelled, progress_dir, options.max_stage_error_frac))
+                                   .with_outputs(REJECTED, main="kept")
             )
             docs = outputs.kept
             rejected.append(outputs[REJECTED])
@@ -243,8 +320,11 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
     _ = (docs | "KeptRecords" >> beam.Map(kept_record)
          | "WriteKept" >> WriteRecords(output_dir, "kept", shards, level))
     # each source of rejections spills where it is produced: the records are never merged
-    _ = tuple(rejected or [pipeline | "NoRejections" >> beam.Create([])]) | "WriteRejected" >> WriteRecords(
-        output_dir, "rejected", shards, level)
+    sources = rejected or [pipeline | "NoRejections" >> beam.Create([])]
+    if options.rejected_text != "full":
+        sources = [pcoll | f"RejectedText{i}" >> beam.Map(stored_text, options.rejected_text)
+                   for i, pcoll in enumerate(sources)]
+    _ = tuple(sources) | "WriteRejected" >> WriteRecords(output_dir, "rejected", shards, level)
     _ = read[QUARANTINE] | "WriteQuarantine" >> WriteRecords(output_dir, "quarantine", shards, level)
     if stage_stats:
         _ = (stage_stats | "FlattenStageStats" >> beam.Flatten()

@@ -3,7 +3,9 @@ quarantined records into deterministic, atomically renamed JSON-lines files.
 
 Readers never raise on bad data: a record that cannot be parsed becomes a quarantine record with
 the file, the line (or byte offset), the error and the raw bytes, so that
-records read = kept + rejected + quarantined holds whatever the input looks like.
+records read = kept + rejected + quarantined holds whatever the input looks like. They do raise
+on a failure to open or read the file itself (InputReadError): that is not the data's fault, and
+the runner retries the bundle rather than record half a file.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from thresher.pipeline.progress import Heartbeat
 
 QUARANTINE = "quarantine"
 RAW_LIMIT = 1 << 20  # raw bytes kept in a quarantine record; the rest is marked truncated
+#: deeper ``meta`` is quarantined: pickling a document between workers recurses once per level and
+#: fails (RecursionError) near 900 levels, which would stop the run in a dedup stage
+MAX_META_DEPTH = 64
 GLOB_CHARS = "*?["
 
 
@@ -100,6 +105,65 @@ def _hf_dataset_files(directory: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Decompression that survives truncated files
+
+
+class InputReadError(Exception):
+    """Opening or reading an input file failed (a network fault, a file that vanished after it was
+    listed, a permission): the bundle fails and the runner retries it, discarding the documents it
+    had emitted, instead of quarantining the rest of the file as if it were bad data. Deliberately
+    not an OSError: decoders report bad content as OSError too, and the readers quarantine those."""
+
+
+class _GuardedInput(io.RawIOBase):
+    """An input file whose own I/O errors raise InputReadError (decoders above it keep their own
+    errors, which are about content)."""
+
+    def __init__(self, raw, path: str):
+        self._raw = raw
+        self._path = path
+
+    def _io(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as exc:
+            raise InputReadError(f"reading {self._path} failed: {exc}") from exc
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._io(self._raw.seekable) if hasattr(self._raw, "seekable") else False
+
+    def read(self, size: int = -1) -> bytes:
+        return self._io(self._raw.read, size)
+
+    def readinto(self, target) -> int:
+        data = self.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._io(self._raw.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self._io(self._raw.tell)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._raw.close()
+            except OSError:
+                pass  # everything was read; a failing close loses nothing
+        super().close()
+
+
+def open_input(path: str) -> _GuardedInput:
+    """An input file's raw bytes, with I/O failures as InputReadError."""
+    try:
+        raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except OSError as exc:  # BeamIOError is an IOError
+        raise InputReadError(f"cannot open {path}: {exc}") from exc
+    return _GuardedInput(raw, path)
 
 
 class TruncatedInput(Exception):
@@ -248,12 +312,28 @@ class RecordParser:
         for name in cfg.meta_fields:
             if name in record:
                 meta[name] = record[name]
+        if _deeper_than(meta, MAX_META_DEPTH):
+            return None, f"meta is nested more than {MAX_META_DEPTH} levels deep"
         return {
             "id": str(doc_id),
             "text": _clean_surrogates(text),
             "source": source or cfg.source or rel_path,
             "meta": meta,
         }, None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and dicts nest more than ``limit`` levels in ``value`` (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _clean_surrogates(text: str) -> str:
@@ -306,12 +386,12 @@ class ReadDocuments(beam.DoFn):
                 yield from self._warc_records(path, rel)
             else:  # guarded by the config schema
                 raise ValueError(f"unsupported input format {fmt!r}")
-        except (OSError, IOError) as exc:
-            yield quarantine_record(rel, f"cannot read file: {exc}")
+        except OSError as exc:  # from a decoder: the content (I/O failures are InputReadError)
+            yield quarantine_record(rel, f"cannot decode file: {exc}")
 
     def _line_records(self, path: str, rel: str, fmt: str) -> Iterator[dict]:
         parser = self.parser
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with open_input(path) as raw:
             lines = _lines(raw, path)
             while True:
                 try:
@@ -342,6 +422,9 @@ class ReadDocuments(beam.DoFn):
                     except json.JSONDecodeError as exc:
                         yield quarantine_record(rel, f"invalid JSON: {exc.msg} at column {exc.colno}", line, number, offset)
                         continue
+                    except (ValueError, RecursionError) as exc:  # an integer of 5,000 digits, nesting 10,000 deep
+                        yield quarantine_record(rel, f"unreadable JSON: {exc}", line, number, offset)
+                        continue
                 doc, error = parser.to_document(record, rel, number)
                 if error:
                     yield quarantine_record(rel, error, line, number, offset)
@@ -349,7 +432,7 @@ class ReadDocuments(beam.DoFn):
                     yield doc
 
     def _whole_file(self, path: str, rel: str) -> Iterator[dict]:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with open_input(path) as raw:
             chunks: list[bytes] = []
             try:
                 for chunk in _decompressed_chunks(raw, path):
@@ -374,25 +457,29 @@ class ReadDocuments(beam.DoFn):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        with open_input(path) as fh:
             data = fh.read()
+        row = 0
         try:
             if fmt == "parquet":
                 batches = pq.ParquetFile(pa.BufferReader(data)).iter_batches(batch_size=1024)
             else:
                 batches = _arrow_batches(data)
-            row = 0
             for batch in batches:
-                for record in batch.to_pylist():
+                for record, error in _batch_rows(batch):
                     row += 1
+                    if record is None:
+                        yield quarantine_record(rel, f"corrupt row: {error}", line=row)
+                        continue
                     doc, error = self.parser.to_document(record, rel, row)
                     if error:
                         raw = json.dumps(record, ensure_ascii=False, default=str).encode()
                         yield quarantine_record(rel, error, raw, line=row)
                     else:
                         yield doc
-        except (pa.ArrowException, OSError) as exc:
-            yield quarantine_record(rel, f"cannot read {fmt} file: {exc}", data[:4096], offset=0)
+        except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: e.g. a column name that is not UTF-8
+            read = f"; the {row} rows before it were read" if row else ""
+            yield quarantine_record(rel, f"cannot read {fmt} file: {exc}{read}", data[:4096], offset=0)
 
 
     def _warc_records(self, path: str, rel: str) -> Iterator[dict]:
@@ -405,7 +492,7 @@ class ReadDocuments(beam.DoFn):
         from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 
         wanted = WarcRecordType.response | WarcRecordType.conversion
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        with open_input(path) as raw:
             stream = _ChunkStream(_decompressed_chunks(raw, path))
             records = iter(ArchiveIterator(stream, record_types=wanted, auto_decode="all", stream_detect=False))
             index = 0
@@ -482,6 +569,32 @@ class _ChunkStream(io.RawIOBase):
         self._buffer = self._buffer[size:]
         self._position += size
         return size
+
+
+def _batch_rows(batch) -> Iterator[tuple[dict | None, str | None]]:
+    """The rows of a record batch as dicts. Arrow does not check what it reads: a batch whose
+    structure is broken raises (the caller quarantines the rest of the file), and one whose values
+    are (invalid UTF-8, offsets out of range) gives (None, error) for each bad row."""
+    import pyarrow as pa
+
+    batch.validate()  # lengths and buffer sizes agree, so num_rows can be trusted
+    try:
+        batch.validate(full=True)
+        rows = batch.to_pylist()
+    except (pa.ArrowException, UnicodeDecodeError):
+        rows = None
+    if rows is not None:
+        yield from ((record, None) for record in rows)
+        return
+    for index in range(batch.num_rows):
+        one = batch.slice(index, 1)
+        try:
+            one.validate(full=True)
+            record = one.to_pylist()[0]
+        except (pa.ArrowException, UnicodeDecodeError) as exc:
+            yield None, str(exc)
+            continue
+        yield record, None
 
 
 def _arrow_batches(data: bytes):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -81,7 +80,9 @@ class Progress:
             self._stop.set()
             self._thread.join()
         if self.directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            from thresher.pipeline.outdir import remove_owned
+
+            remove_owned(os.path.dirname(self.directory), ("_progress",), strict=False)
 
     def _show(self) -> None:
         from rich.console import Console

@@ -13,21 +13,22 @@ from importlib import metadata
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from thresher.pipeline.config import ConfigError, PipelineConfig
-from thresher.pipeline.graph import NAMESPACE, STATS_DIR, build_graph, stage_label
+from thresher.pipeline.graph import (NAMESPACE, STAGE_ERROR, STATS_DIR, StageErrorBudgetExceeded, build_graph,
+                                     error_line, stage_label)
 from thresher.pipeline.io import SPILL_DIR, atomic_write, match_inputs
 from thresher.pipeline.local_runner import direct_options, input_bytes
+from thresher.pipeline.outdir import ForeignFiles, owned_part_reached, prepare_output, remove_owned
 from thresher.pipeline.progress import Progress
 from thresher.pipeline.shuffle import LOCAL_PARTITIONS_PER_WORKER, REMOTE_PARTITIONS, check_shuffle_counts
 
 RUNNER_NAMES = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
                 "spark": "SparkRunner", "prism": "PrismRunner"}
-OUTPUT_PARTS = ("kept", "rejected", "quarantine", "shards", STATS_DIR, SPILL_DIR, "_progress", "stats.json",
-                "report.html")
 VERSIONED_PACKAGES = ("thresher", "apache-beam", "pydantic", "numpy", "pyarrow", "datasketch",
                       "fasttext-community", "cld3-py", "sentencepiece", "torch")
 
@@ -71,19 +72,6 @@ def shuffle_partitions(config: PipelineConfig, options: PipelineOptions) -> int:
     return REMOTE_PARTITIONS
 
 
-def prepare_output(output_dir: str) -> None:
-    """Remove what an earlier run left in the parts of OUT that thresher owns (nothing else)."""
-    if "://" not in output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-    for part in OUTPUT_PARTS:
-        path = posixpath.join(output_dir, part)
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-    for part in ("kept", "rejected", "quarantine"):
-        if "://" not in output_dir:
-            os.makedirs(posixpath.join(output_dir, part), exist_ok=True)
-
-
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in VERSIONED_PACKAGES:
@@ -116,7 +104,7 @@ def _read_stage_stats(output_dir: str) -> dict[str, dict]:
     for match in FileSystems.match([posixpath.join(directory, "*.json")])[0].metadata_list:
         with FileSystems.open(match.path) as fh:
             found[posixpath.basename(match.path)[: -len(".json")]] = json.loads(fh.read())
-    FileSystems.delete([directory])
+    remove_owned(output_dir, (STATS_DIR,), strict=False)
     return found
 
 
@@ -169,6 +157,47 @@ def collect_stats(config: PipelineConfig, counters: dict[str, int], stage_stats:
     }
 
 
+def check_stage_errors(config: PipelineConfig, counters: dict[str, int], output_dir: str) -> None:
+    """Fail the run (StageErrorBudgetExceeded, before stats.json is written) when a stage's
+    stage_error rejections are over ``output_options.max_stage_error_frac`` of its input.
+
+    Beam's counters are final only when the pipeline has finished, so the budget over the whole
+    run is checked here, in the driver; RunDocumentStages stops a run early only when a worker's
+    first documents for a stage all fail, which needs no global count."""
+    budget = config.output_options.max_stage_error_frac
+    over = []
+    for index, stage in enumerate(config.stages):
+        label = stage_label(index, stage)
+        errors = counters.get(f"stage/{label}/reason/{STAGE_ERROR}", 0)
+        seen = counters.get(f"stage/{label}/in", 0)
+        if errors and errors > budget * seen:
+            first = " | ".join(first_stage_errors(output_dir, stage.name))
+            over.append(f"stage {label} ({stage.name}) raised on {errors:,} of {seen:,} documents "
+                        f"({errors / seen:.1%}; output_options.max_stage_error_frac: {budget}); first errors: {first}")
+    if over:
+        raise StageErrorBudgetExceeded("; ".join(over) + f". Every failing document is in {output_dir}/rejected/ "
+                                       f"with reason {STAGE_ERROR} and its traceback; stats.json was not written")
+
+
+def first_stage_errors(output_dir: str, stage_name: str, limit: int = 3) -> list[str]:
+    """The last lines of the first ``limit`` stage_error tracebacks of ``stage_name`` in rejected/."""
+    import gzip
+
+    found: list[str] = []
+    pattern = posixpath.join(output_dir, "rejected", "*.jsonl.gz")
+    for match in sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path):
+        with FileSystems.open(match.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                if STAGE_ERROR not in line:
+                    continue
+                record = json.loads(line)
+                if record.get("reason") == STAGE_ERROR and record.get("stage") == stage_name:
+                    found.append(error_line(str((record.get("meta") or {}).get("error", ""))))
+                    if len(found) >= limit:
+                        return found
+    return found
+
+
 def run_pipeline(config: PipelineConfig, beam_args: list[str] | None = None,
                  show_progress: bool = False) -> RunResult:
     """Run ``config`` to completion and write OUT/stats.json. Raises ConfigError for problems found
@@ -179,7 +208,15 @@ def run_pipeline(config: PipelineConfig, beam_args: list[str] | None = None,
     except ValueError as exc:
         raise ConfigError([(p.split(": ", 1)[0], p.split(": ", 1)[1]) for p in str(exc).split("; ")]) from None
     output_dir = config.output.rstrip("/")
-    prepare_output(output_dir)
+    reached = [(f"input.paths ({path})", f"matches {part} of the output directory, which this run deletes and "
+                f"rewrites before reading its input; give this run another output directory")
+               for path, _ in files if (part := owned_part_reached(path, output_dir))]
+    if reached:  # a symlink into OUT, say: the globs themselves were checked by validation
+        raise ConfigError(reached)
+    try:
+        prepare_output(output_dir)
+    except ForeignFiles as exc:
+        raise ConfigError([("output", str(exc))]) from None
     options = pipeline_options(config, beam_args, input_bytes(files))
     all_options = options.get_all_options()
     runner = all_options["runner"] or "DirectRunner"
@@ -189,13 +226,20 @@ def run_pipeline(config: PipelineConfig, beam_args: list[str] | None = None,
     build_graph(pipeline, config, files, output_dir, progress_dir=progress.directory, partitions=partitions)
     start = time.perf_counter()
     with progress:
-        result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as exc:
+            marker = StageErrorBudgetExceeded.MARKER
+            if marker in str(exc):
+                # the runner wraps the worker's error: give the user the stage's own message
+                detail = str(exc).rsplit(marker + ": ", 1)[1].split("\n", 1)[0].split(" [while running", 1)[0]
+                raise StageErrorBudgetExceeded(detail) from None
+            raise
     wall = time.perf_counter() - start
-    spill = posixpath.join(output_dir, SPILL_DIR)
-    if FileSystems.exists(spill):  # parts of retried bundles that nobody read
-        FileSystems.delete([spill])
+    remove_owned(output_dir, (SPILL_DIR,), strict=False)  # parts of retried bundles that nobody read
     counters = _counters(result)
+    check_stage_errors(config, counters, output_dir)
     stats = collect_stats(config, counters, _read_stage_stats(output_dir), wall, str(runner))
     stats["input_files"] = len(files)
     if str(runner) in ("DirectRunner", "direct"):

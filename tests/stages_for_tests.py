@@ -36,7 +36,27 @@ class Explode(DocumentStage):
         return Decision.accept()
 
 
-TEST_STAGES = {cls.name: f"stages_for_tests:{cls.__name__}" for cls in (MinWords, Upper, Explode)}
+class Broken(DocumentStage):
+    """Raises on every document: a bug, not a filter."""
+
+    name = "test_broken"
+
+    def process(self, doc):
+        raise KeyError(f"no field for {doc['id']}")
+
+
+class OutOfMemory(DocumentStage):
+    """Runs out of memory on documents containing 'HUGE'."""
+
+    name = "test_out_of_memory"
+
+    def process(self, doc):
+        if "HUGE" in doc["text"]:
+            raise MemoryError("cannot allocate")
+        return Decision.accept()
+
+
+TEST_STAGES = {cls.name: f"stages_for_tests:{cls.__name__}" for cls in (MinWords, Upper, Explode, Broken, OutOfMemory)}
 
 
 def register(monkeypatch) -> None:

@@ -124,7 +124,9 @@ def test_bad_input_is_quarantined_with_reasons_and_the_run_succeeds(tmp_path):
 def test_stage_errors_are_isolated_per_document(tmp_path):
     data = tmp_path / "d.jsonl"
     write_jsonl(data, docs(20) + [{"id": "boom", "text": "this one goes BOOM"}])
-    result = run(tmp_path, {"paths": [str(data)]}, [{"name": "test_explode"}])
+    # 1 of 21 documents fails: over the default budget of 1% (tests/test_stage_errors.py), within 10%
+    result = run(tmp_path, {"paths": [str(data)]}, [{"name": "test_explode"}],
+                 output_options={"max_stage_error_frac": 0.1})
     rejected = read_output(tmp_path / "out", "rejected")
     assert [(r["id"], r["reason"]) for r in rejected] == [("boom", "stage_error")]
     assert "cannot handle BOOM" in rejected[0]["meta"]["error"]
