@@ -49,6 +49,16 @@ class Decision:
         return cls(False, reason=reason, value=value, scores=scores or {}, meta=meta or {})
 
 
+def utf8_safe(text: str) -> str:
+    """``text`` with every lone surrogate (JSON's ``"\\ud800"``: not encodable as UTF-8, and
+    refused by the C++ models, cld3 and fastText) replaced by ``?``; ``text`` itself when it has none."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 class Stage(BaseModel):
     """Base of every stage's parameters. Unknown YAML keys are errors."""
 

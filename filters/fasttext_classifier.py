@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr
 
-from thresher.filters.base import Decision, Document, DocumentStage
+from thresher.filters.base import Decision, Document, DocumentStage, utf8_safe
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BUILTIN_MODELS: dict[str, str] = {"toxicity": "toxicity.ftz", "quality": "quality.ftz"}
@@ -45,8 +45,8 @@ def preprocess(text: str, max_chars: int = 10_000) -> str:
     """The one text form fastText sees, in training and at inference: the first ``max_chars``
     characters, HTML entities decoded, lowercased, URLs as ``url``, @mentions as ``@user``,
     runs of punctuation split from words, every run of whitespace (newlines included: fastText
-    reads one example per line) collapsed to one space."""
-    text = text[:max_chars]
+    reads one example per line) collapsed to one space; lone surrogates become ``?``."""
+    text = utf8_safe(text[:max_chars])
     if "&" in text:
         text = html.unescape(text)
     text = text.lower()

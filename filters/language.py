@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from thresher.filters.base import Decision, Document, DocumentStage
+from thresher.filters.base import Decision, Document, DocumentStage, utf8_safe
 from thresher.filters.model_store import default_model_path, fetch_command
 
 # cld3 still uses some deprecated ISO 639-1 codes; lid.176 uses the current ones.
@@ -74,7 +74,7 @@ class Language(DocumentStage):
 
     def identify(self, text: str) -> tuple[str, float]:
         """(language code, score) of the first ``max_chars`` characters."""
-        snippet = text[: self.max_chars]
+        snippet = utf8_safe(text[: self.max_chars])
         if not snippet.strip():
             # cld3 answers "ja" with probability 0.78 for an empty string
             return UNDETERMINED, 0.0
