@@ -57,11 +57,15 @@ def run_command(argv: list[str]) -> int:
     if config is None:
         return 1
     from thresher.pipeline.run import run_pipeline
+    from thresher.tokenization.spm import TokenizerTrainingError
 
     try:
         result = run_pipeline(config, beam_args, show_progress=not args.quiet)
     except ConfigError as exc:
         print_problems(args.config, exc)
+        return 1
+    except TokenizerTrainingError as exc:
+        print(f"{args.config}: tokenize: {exc}", file=sys.stderr)
         return 1
     if not args.quiet:
         print_summary(result.stats, result.output_dir)
