@@ -74,6 +74,14 @@ class Stage(BaseModel):
         starts, so a bad path is a validation error with its YAML path, not a crash in a worker."""
         return []
 
+    def worker_paths(self) -> list[tuple[str, str]]:
+        """(key, location) of every file or directory the stage's workers read or write, as they
+        resolve (default locations included; files inside the installed package are not listed).
+        A runner whose workers do not share this machine's disk needs remote URLs for all of them:
+        ``thresher validate`` names each local one. Locations go through
+        ``thresher.filters.storage``, so any of them may be a ``gs://`` or ``s3://`` URL."""
+        return []
+
 
 class DocumentStage(Stage):
     """A stage that decides about each document on its own.

@@ -86,9 +86,9 @@ def test_fasttext_missing_model_is_a_check_error(tmp_path):
 
 def test_default_model_path_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("THRESHER_MODELS", str(tmp_path))
-    assert Language(backend="fasttext").resolved_model_path() == tmp_path / "lid.176.ftz"
+    assert Language(backend="fasttext").resolved_model_path() == str(tmp_path / "lid.176.ftz")
     monkeypatch.delenv("THRESHER_MODELS")
-    assert Language().resolved_model_path() == Path.home() / ".cache" / "thresher" / "models" / "lid.176.ftz"
+    assert Language().resolved_model_path() == str(Path.home() / ".cache" / "thresher" / "models" / "lid.176.ftz")
 
 
 def lid176() -> Path:

@@ -60,6 +60,12 @@ def checkpoint_dir(out: str | Path, step: int) -> Path:
     return Path(out) / "checkpoints" / f"step-{step:06d}"
 
 
+def step_number(name: str) -> int | None:
+    """The step of a checkpoint directory name (``step-001000`` -> 1000), None for other names."""
+    match = _STEP_DIR.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
 def complete_checkpoints(out: str | Path) -> list[Path]:
     """The complete ``step-N`` directories under ``OUT/checkpoints``, oldest first by step number
     (the names are zero-padded to six digits, so past step 999,999 they no longer sort as strings)."""
@@ -68,9 +74,9 @@ def complete_checkpoints(out: str | Path) -> list[Path]:
         return []
     steps = []
     for path in root.iterdir():
-        match = _STEP_DIR.fullmatch(path.name)
-        if match and (path / COMPLETE).is_file():
-            steps.append((int(match.group(1)), path))
+        step = step_number(path.name)
+        if step is not None and (path / COMPLETE).is_file():
+            steps.append((step, path))
     return [path for _, path in sorted(steps)]
 
 
@@ -139,5 +145,5 @@ def remove_older(out: str | Path, keep: int = 2) -> None:
 
 __all__ = [
     "checkpoint_dir", "complete_checkpoints", "latest_checkpoint", "load_checkpoint", "load_model_weights",
-    "remove_older", "rng_state", "save_checkpoint", "saved_config", "set_rng_state",
+    "remove_older", "rng_state", "save_checkpoint", "saved_config", "set_rng_state", "step_number",
 ]
