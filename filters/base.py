@@ -49,6 +49,16 @@ class Decision:
         return cls(False, reason=reason, value=value, scores=scores or {}, meta=meta or {})
 
 
+def utf8_safe(text: str) -> str:
+    """``text`` with every lone surrogate (JSON's ``"\\ud800"``: not encodable as UTF-8, and
+    refused by the C++ models, cld3 and fastText) replaced by ``?``; ``text`` itself when it has none."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 class Stage(BaseModel):
     """Base of every stage's parameters. Unknown YAML keys are errors."""
 
@@ -62,6 +72,14 @@ class Stage(BaseModel):
         """Problems only the file system can reveal (a model file that is missing, say), as
         (field, message) pairs. ``thresher validate`` and ``thresher run`` call it before any work
         starts, so a bad path is a validation error with its YAML path, not a crash in a worker."""
+        return []
+
+    def worker_paths(self) -> list[tuple[str, str]]:
+        """(key, location) of every file or directory the stage's workers read or write, as they
+        resolve (default locations included; files inside the installed package are not listed).
+        A runner whose workers do not share this machine's disk needs remote URLs for all of them:
+        ``thresher validate`` names each local one. Locations go through
+        ``thresher.filters.storage``, so any of them may be a ``gs://`` or ``s3://`` URL."""
         return []
 
 

@@ -25,7 +25,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr
 
-from thresher.filters.base import Decision, Document, DocumentStage
+from thresher.filters import storage
+from thresher.filters.base import Decision, Document, DocumentStage, utf8_safe
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BUILTIN_MODELS: dict[str, str] = {"toxicity": "toxicity.ftz", "quality": "quality.ftz"}
@@ -45,8 +46,8 @@ def preprocess(text: str, max_chars: int = 10_000) -> str:
     """The one text form fastText sees, in training and at inference: the first ``max_chars``
     characters, HTML entities decoded, lowercased, URLs as ``url``, @mentions as ``@user``,
     runs of punctuation split from words, every run of whitespace (newlines included: fastText
-    reads one example per line) collapsed to one space."""
-    text = text[:max_chars]
+    reads one example per line) collapsed to one space; lone surrogates become ``?``."""
+    text = utf8_safe(text[:max_chars])
     if "&" in text:
         text = html.unescape(text)
     text = text.lower()
@@ -57,18 +58,20 @@ def preprocess(text: str, max_chars: int = 10_000) -> str:
     return " ".join(_PUNCTUATION_RUN.sub(_spaced, text).split())
 
 
-def resolve_model_path(model: str) -> Path:
+def resolve_model_path(model: str) -> str:
+    """A built-in model's file inside the package, else ``model`` itself (a path or a URL)."""
     if model in BUILTIN_MODELS:
-        return MODELS_DIR / BUILTIN_MODELS[model]
-    return Path(model).expanduser()
+        return str(MODELS_DIR / BUILTIN_MODELS[model])
+    return model
 
 
-def load_fasttext_model(path: Path) -> Any:
+def load_fasttext_model(path: str | Path) -> Any:
+    """A fastText model from a path or a gs:// / s3:// URL (copied once per machine: storage.local_copy)."""
     import fasttext
 
     # fasttext-community prints a deprecation warning on every load_model; it says nothing useful.
     fasttext.FastText.eprint = lambda *args, **kwargs: None
-    return fasttext.load_model(str(path))
+    return fasttext.load_model(str(storage.local_copy(path)))
 
 
 def label_name(label: str) -> str:
@@ -78,7 +81,7 @@ def label_name(label: str) -> str:
 class FastTextClassifierStage(DocumentStage):
     """Score documents with a fastText classifier and keep, drop or only annotate them.
 
-    model:          built-in name or path to a fastText .bin/.ftz.
+    model:          built-in name, or path or URL (gs://, s3://) of a fastText .bin/.ftz.
     positive_label: the label whose probability is the score (with or without ``__label__``).
     threshold:      the probability that separates the two sides.
     action:         keep (keep p >= threshold), drop (reject p >= threshold), annotate.
@@ -106,15 +109,18 @@ class FastTextClassifierStage(DocumentStage):
         state["__pydantic_private__"] = private
         return state
 
+    def worker_paths(self) -> list[tuple[str, str]]:
+        return [] if self.model in BUILTIN_MODELS else [("model", self.model)]  # built-ins ship in the package
+
     def check(self) -> list[tuple[str, str]]:
         path = resolve_model_path(self.model)
-        if self.model in BUILTIN_MODELS and not path.exists():
+        if self.model in BUILTIN_MODELS and not storage.exists(path):
             return [("model", f"built-in model {self.model!r} is missing ({path}); "
                               "rebuild it with `python scripts/train_models.py`")]
-        if not path.exists():
+        if not storage.exists(path):
             return [("model", f"model file not found: {path} (give a built-in name "
-                              f"{sorted(BUILTIN_MODELS)} or a path to a fastText .bin/.ftz)")]
-        if not path.is_file():
+                              f"{sorted(BUILTIN_MODELS)} or a path or gs:// URL of a fastText .bin/.ftz)")]
+        if not storage.isfile(path):
             return [("model", f"model path is not a file: {path}")]
         return []
 

@@ -160,11 +160,17 @@ class GopherRepetition(DocumentStage):
       included); their characters are the characters of their words (no separators), and
       n-gram character fractions are over the characters of all words (datatrove: over
       ``len(text)``, separators included in the n-gram).
-    - "top n-gram character fraction": occurrences of the most frequent n-gram times its
-      characters, overlapping occurrences included, as in datatrove; ties go to the longest
-      n-gram (datatrove: the first seen), and when no n-gram occurs twice the fraction is 0, as in
-      RedPajama-V2's ``rps_doc_frac_chars_top_{n}gram`` (datatrove scores a once-seen n-gram, so
-      a short page whose words never repeat can fail the 2-gram rule there).
+    - "top n-gram character fraction" ("the fraction of characters contained within the most
+      frequently occurring n-gram"): the most frequent n-gram is the one with the most
+      occurrences, overlapping ones included, as in datatrove; ties go to the longest n-gram
+      (datatrove: the first seen). Its characters are those of the words its occurrences cover,
+      each word counted once, so the fraction is at most 1. datatrove (and RedPajama-V2's
+      ``rps_doc_frac_chars_top_{n}gram``) multiply the occurrence count by the n-gram's length,
+      which counts a word once per overlapping occurrence: on periodic text ("ab ab ab ...") a
+      self-overlapping n-gram then covers up to n times the text (1.66 on ``"ab " * 500`` in
+      datatrove, 1.996 here before this was fixed). Where occurrences do not overlap the two
+      agree. When no n-gram occurs twice the fraction is 0, as in RedPajama-V2 (datatrove scores
+      a once-seen n-gram, so a short page whose words never repeat can fail the 2-gram rule there).
     - "duplicate n-gram character fraction": the paper counts the characters "within all
       duplicate n-grams, taking care not to count characters within overlapping n-grams more than
       once": every word covered by any occurrence (the first included) of an n-gram that occurs

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from thresher.filters.base import Decision, Document, DocumentStage
+from thresher.filters import storage
+from thresher.filters.base import Decision, Document, DocumentStage, utf8_safe
 from thresher.filters.model_store import default_model_path, fetch_command
 
 # cld3 still uses some deprecated ISO 639-1 codes; lid.176 uses the current ones.
@@ -33,9 +34,14 @@ class Language(DocumentStage):
     keep: list[str] = Field(default_factory=lambda: ["en"])
     min_score: float = Field(0.5, ge=0.0, le=1.0)
     backend: Literal["cld3", "fasttext"] = "cld3"
-    model_path: Path | None = Field(None, description="lid.176.ftz for the fasttext backend "
-                                    "(default: $THRESHER_MODELS or ~/.cache/thresher/models)")
+    model_path: str | None = Field(None, description="lid.176.ftz for the fasttext backend, a path or a gs:// or "
+                                   "s3:// URL (default: $THRESHER_MODELS or ~/.cache/thresher/models)")
     max_chars: int = Field(2000, ge=1)
+
+    @field_validator("model_path", mode="before")
+    @classmethod
+    def _path_as_text(cls, value):
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("keep")
     @classmethod
@@ -45,15 +51,17 @@ class Language(DocumentStage):
                 raise ValueError(f"not a language code: {code!r}")
         return [_CLD3_ALIASES.get(c.lower(), c.lower()) if "-" not in c else c for c in codes]
 
-    def resolved_model_path(self) -> Path:
-        return (self.model_path.expanduser() if self.model_path is not None
-                else default_model_path("lid176"))
+    def resolved_model_path(self) -> str:
+        return self.model_path if self.model_path is not None else str(default_model_path("lid176"))
+
+    def worker_paths(self) -> list[tuple[str, str]]:
+        return [("model_path", self.resolved_model_path())] if self.backend == "fasttext" else []
 
     def check(self) -> list[tuple[str, str]]:
         if self.backend != "fasttext":
             return []
         path = self.resolved_model_path()
-        if not path.is_file():
+        if not storage.isfile(path):
             return [("model_path", f"fastText language model {path} not found; "
                                    f"run `{fetch_command('lid176')}` to download it")]
         return []
@@ -70,11 +78,11 @@ class Language(DocumentStage):
                 raise FileNotFoundError(problems[0][1])
             import fasttext
 
-            self._fasttext = fasttext.load_model(str(self.resolved_model_path()))
+            self._fasttext = fasttext.load_model(str(storage.local_copy(self.resolved_model_path())))
 
     def identify(self, text: str) -> tuple[str, float]:
         """(language code, score) of the first ``max_chars`` characters."""
-        snippet = text[: self.max_chars]
+        snippet = utf8_safe(text[: self.max_chars])
         if not snippet.strip():
             # cld3 answers "ja" with probability 0.78 for an empty string
             return UNDETERMINED, 0.0

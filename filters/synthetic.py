@@ -25,6 +25,7 @@ import json
 import math
 import operator
 import os
+import posixpath
 import random
 import socket
 import threading
@@ -39,6 +40,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from thresher.filters import storage
 from thresher.filters.augment_ops import stable_seed
 
 # --- built-in slot vocabularies ----------------------------------------------------------------
@@ -111,22 +113,23 @@ def _typed(value: str) -> Any:
     return value
 
 
-def load_facts(spec: str | list, base_dir: Path | None = None) -> list[dict]:
+def load_facts(spec: str | list, base_dir: str | Path | None = None) -> list[dict]:
     """Rows from a built-in fact set name, a CSV file (numbers typed), a JSON file (a list of
-    objects, or JSON lines), or an inline list of mappings."""
+    objects, or JSON lines), or an inline list of mappings. A relative file name is taken
+    relative to ``base_dir`` (the template file's directory, a path or a URL)."""
     if isinstance(spec, list):
         rows = spec
     elif spec in BUILTIN_FACTS:
         text = resources.files("thresher.filters").joinpath("data", BUILTIN_FACTS[spec]).read_text(encoding="utf-8")
         rows = [{k: _typed(v) for k, v in r.items()} for r in csv.DictReader(text.splitlines())]
     else:
-        path = Path(spec)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if not path.is_file():
+        path = spec
+        if not storage.is_remote(spec) and not Path(spec).is_absolute() and base_dir is not None:
+            path = storage.join(os.fspath(base_dir), spec)
+        if not storage.isfile(path):
             raise ValueError(f"facts file {path} does not exist (built-in fact sets: {sorted(BUILTIN_FACTS)})")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".csv":
+        text = storage.read_bytes(path).decode("utf-8")
+        if path.endswith(".csv"):
             rows = [{k: _typed(v) for k, v in r.items()} for r in csv.DictReader(text.splitlines())]
         else:
             try:
@@ -154,7 +157,7 @@ class TemplateError(ValueError):
 class SlotSampler:
     """Draws one slot value from its YAML spec (exactly one of ``SLOT_KINDS`` plus options)."""
 
-    def __init__(self, where: str, spec: Any, base_dir: Path | None):
+    def __init__(self, where: str, spec: Any, base_dir: str | Path | None):
         if not isinstance(spec, dict):
             raise TemplateError(f"{where}: a slot must be a mapping like {{int: [1, 10]}}, got {spec!r}")
         kinds = [k for k in SLOT_KINDS if k in spec]
@@ -271,7 +274,7 @@ def _jinja_env():
 class Template:
     """One template: slots, derived values (``let``), question phrasings, answer, check."""
 
-    def __init__(self, data: dict, default_formats: list[str], base_dir: Path | None):
+    def __init__(self, data: dict, default_formats: list[str], base_dir: str | Path | None):
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             raise TemplateError(f"every template needs a name, got {data!r}"[:200])
         self.name = data["name"]
@@ -356,7 +359,7 @@ class TemplateSet:
         self.weights = [t.weight for t in templates]
 
     @classmethod
-    def from_data(cls, data: Any, base_dir: Path | None = None, origin: str = "templates") -> "TemplateSet":
+    def from_data(cls, data: Any, base_dir: str | Path | None = None, origin: str = "templates") -> "TemplateSet":
         if not isinstance(data, dict) or not isinstance(data.get("templates"), list):
             raise TemplateError(f"{origin}: expected a mapping with a `templates` list")
         formats = data.get("formats") or ["{{ question }}\n{{ answer }}"]
@@ -364,8 +367,10 @@ class TemplateSet:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TemplateSet":
-        path = Path(path)
-        return cls.from_data(read_yaml(path, str(path), TemplateError), path.parent, str(path))
+        """A template file (a path or a gs:// / s3:// URL); its facts files are relative to it."""
+        location = os.fspath(path)
+        base_dir = posixpath.dirname(location) if storage.is_remote(location) else Path(location).expanduser().parent
+        return cls.from_data(read_yaml(location, location, TemplateError), base_dir, location)
 
     @classmethod
     def builtin(cls) -> "TemplateSet":
@@ -561,12 +566,15 @@ def check_example(meta: dict) -> tuple[bool, str]:
 # --- local causal LM ---------------------------------------------------------------------------
 
 
-def read_yaml(path: Path, name: str, error: type[Exception]) -> Any:
-    """``yaml.safe_load`` of a file; an unreadable or invalid file raises ``error`` naming it."""
+def read_yaml(path: str | Path, name: str, error: type[Exception]) -> Any:
+    """``yaml.safe_load`` of a file (a path or a URL); an unreadable or invalid file raises
+    ``error`` naming it."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(storage.read_bytes(path).decode("utf-8"))
     except OSError as exc:
-        raise error(f"{name}: cannot read ({exc.strerror})") from None
+        raise error(f"{name}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{name}: not UTF-8 ({exc})") from None
     except yaml.YAMLError as exc:
         raise error(f"{name}: not valid YAML ({exc})") from None
 
@@ -576,11 +584,10 @@ def load_prompts(spec: str | Sequence[str]) -> list[str]:
     if not isinstance(spec, str):
         prompts = list(spec)
     else:
-        path = Path(spec)
-        data = read_yaml(path, f"prompts file {path}", ValueError)
+        data = read_yaml(spec, f"prompts file {spec}", ValueError)
         prompts = data.get("prompts") if isinstance(data, dict) else data
         if not isinstance(prompts, list):
-            raise ValueError(f"prompts file {path}: expected a list of strings or {{prompts: [...]}}")
+            raise ValueError(f"prompts file {spec}: expected a list of strings or {{prompts: [...]}}")
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompts: need a non-empty list of strings")
     return prompts
@@ -588,15 +595,16 @@ def load_prompts(spec: str | Sequence[str]) -> list[str]:
 
 def detect_model_kind(path: str | Path) -> str:
     """"thresher" for a thresher checkpoint (or a training OUT with checkpoints/), "hf" for a
-    directory with a Hugging Face config.json."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file() and (path / "trainer.pt").is_file():
+    directory with a Hugging Face config.json; a path or a URL."""
+    location = os.fspath(path)
+    if storage.isfile(storage.join(location, "model.safetensors")) and \
+            storage.isfile(storage.join(location, "trainer.pt")):
         return "thresher"
-    if (path / "checkpoints").is_dir():
+    if storage.isdir(storage.join(location, "checkpoints")):
         return "thresher"
-    if (path / "config.json").is_file():
+    if storage.isfile(storage.join(location, "config.json")):
         return "hf"
-    raise ValueError(f"{path}: neither a thresher checkpoint (model.safetensors + trainer.pt) "
+    raise ValueError(f"{location}: neither a thresher checkpoint (model.safetensors + trainer.pt) "
                      "nor a Hugging Face model directory (config.json)")
 
 
@@ -665,20 +673,18 @@ class LocalLMGenerator:
     def _load_thresher(self) -> None:
         import sentencepiece as spm
 
-        from thresher.training.checkpoint import latest_checkpoint, load_model_weights, saved_config
+        from thresher.training.checkpoint import load_model_weights, saved_config
         from thresher.training.config import parse_train_config
         from thresher.training.model import GPT
 
-        ckpt = Path(self.model_path)
-        if not (ckpt / "model.safetensors").is_file():
-            ckpt = latest_checkpoint(ckpt) or ckpt
-        if not (ckpt / "model.safetensors").is_file():
+        ckpt = storage.local_checkpoint(self.model_path)
+        if ckpt is None or not (ckpt / "model.safetensors").is_file():
             raise ValueError(f"{self.model_path}: no complete checkpoint (model.safetensors) found")
         cfg = parse_train_config(saved_config(ckpt))
-        tokenizer = Path(self.tokenizer_path) if self.tokenizer_path else Path(cfg.shards) / "tokenizer.model"
-        if not tokenizer.is_file():
+        tokenizer = self.tokenizer_path or storage.join(cfg.shards, "tokenizer.model")
+        if not storage.isfile(tokenizer):
             raise ValueError(f"tokenizer {tokenizer} not found: give lm.tokenizer (the tokenizer.model of the shards)")
-        self.sp = spm.SentencePieceProcessor(model_file=str(tokenizer))
+        self.sp = spm.SentencePieceProcessor(model_proto=storage.read_bytes(tokenizer))
         if self.sp.get_piece_size() > cfg.model.vocab_size:
             raise ValueError(f"tokenizer has {self.sp.get_piece_size()} pieces, the model only {cfg.model.vocab_size}")
         self.model = GPT(cfg.model, cfg.attention.name, cfg.attention.params()).to(self.device)
@@ -692,8 +698,9 @@ class LocalLMGenerator:
         except ImportError:
             raise ValueError("lm generator: the model is a Hugging Face directory but `transformers` is not "
                              "installed (pip install transformers)") from None
-        self.hf_tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(self.model_path, local_files_only=True)
+        local = str(storage.local_copy(self.model_path))
+        self.hf_tokenizer = transformers.AutoTokenizer.from_pretrained(local, local_files_only=True)
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(local, local_files_only=True)
         self.model.to(self.device).eval()
 
     def generate(self, indices: Sequence[int]) -> list[Generated]:
@@ -791,7 +798,7 @@ class OpenAIClient:
         self.api_key_env = api_key_env
         self.concurrency, self.max_retries = concurrency, max_retries
         self.backoff, self.max_backoff, self.timeout = backoff, max_backoff, timeout
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache_dir = cache_dir or None  # a directory path or URL (gs://, s3://)
         self.sleep = sleep
         self.requests_sent = 0
         self.cache_hits = 0
@@ -811,25 +818,22 @@ class OpenAIClient:
     def cache_key(self, body: dict) -> str:
         return hashlib.sha256(json.dumps({"url": self.url, "body": body}, sort_keys=True).encode()).hexdigest()
 
-    def _cache_path(self, key: str) -> Path | None:
-        return self.cache_dir / key[:2] / f"{key}.json" if self.cache_dir else None
+    def _cache_path(self, key: str) -> str | None:
+        return storage.join(self.cache_dir, key[:2], f"{key}.json") if self.cache_dir else None
 
     def complete(self, prompt: str, seed: int | None = None) -> str:
         body = self.body(prompt, seed)
         key = self.cache_key(body)
         path = self._cache_path(key)
-        if path is not None and path.is_file():
+        if path is not None and storage.isfile(path):
             try:
                 self.cache_hits += 1
-                return json.loads(path.read_text(encoding="utf-8"))["text"]
-            except (json.JSONDecodeError, KeyError):
+                return json.loads(storage.read_bytes(path))["text"]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
                 self.cache_hits -= 1  # a damaged entry: ask again and overwrite it
         text = self._request(body)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
-            tmp.write_text(json.dumps({"request": body, "text": text}, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, path)
+            storage.write_bytes(path, json.dumps({"request": body, "text": text}, ensure_ascii=False).encode("utf-8"))
         return text
 
     def complete_many(self, requests: Sequence[tuple[str, int | None]]) -> list[str]:

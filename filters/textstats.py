@@ -32,7 +32,12 @@ def char_table() -> np.ndarray:
 
 
 def codepoints(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    try:
+        return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    except UnicodeEncodeError:
+        # lone surrogates: the "surrogatepass" handler runs once per character (5 s for 10 MB);
+        # numpy stores a str as UCS-4 whatever it holds
+        return np.array([text], dtype=f"<U{len(text)}").view(np.uint32)
 
 
 # Indices into the array returned by quality_counts.
@@ -245,14 +250,26 @@ def _ngram_char_counts(word_hash, lengths, want_top, want_dup):
         if want_top[n]:
             best_count = 0
             best_chars = 0
+            best_slot = -1
             for i in range(m):
                 c = counts[slots[i]]
                 chars = offsets[i + n] - offsets[i]
                 if c > best_count or (c == best_count and chars > best_chars):
                     best_count = c
                     best_chars = chars
+                    best_slot = slots[i]
             # an n-gram that occurs once is no repetition (RedPajama-V2 also scores it 0)
-            top_chars[n] = best_count * best_chars if best_count > 1 else 0
+            if best_count > 1:
+                # the words its occurrences cover, each counted once: occurrences of a
+                # self-overlapping n-gram ("ab ab" in "ab ab ab") share words
+                covered_to = 0
+                total = 0
+                for i in range(m):
+                    if slots[i] == best_slot:
+                        start = i if i > covered_to else covered_to
+                        total += offsets[i + n] - offsets[start]
+                        covered_to = i + n
+                top_chars[n] = total
         if want_dup[n]:
             covered_to = 0
             total = 0
@@ -319,9 +336,9 @@ def repetition_counts(text: str, want_top: np.ndarray, want_dup: np.ndarray):
     or whitespace-only lines, and a paragraph's length counts its stripped lines plus the
     newlines between them; a duplicate equals an earlier line (paragraph).
 
-    Over the ``str.split()`` words: ``top[n]`` (for n where ``want_top[n]``) is the occurrences
-    of the most frequent n-gram times its characters (ties: the longest; 0 when no n-gram
-    repeats); ``dup[n]`` (where ``want_dup[n]``) is the characters of the words covered by any
+    Over the ``str.split()`` words: ``top[n]`` (for n where ``want_top[n]``) is the characters
+    of the words covered by the occurrences of the most frequent n-gram, each word counted once
+    (ties: the longest n-gram; 0 when no n-gram repeats); ``dup[n]`` (where ``want_dup[n]``) is the characters of the words covered by any
     occurrence of an n-gram that occurs more than once, each word counted once; ``word_chars``
     is the characters of all words. ``want_top`` and ``want_dup`` have the same length.
 
@@ -389,7 +406,7 @@ def normalize_whitespace(text: str, remove_control: bool, collapse: bool, max_bl
     out = _normalize_whitespace(cps, char_table(), remove_control, collapse, max_blank_lines + 1)
     if out.shape[0] == cps.shape[0] and np.array_equal(out, cps):
         return text
-    result = out.tobytes().decode("utf-32-le")
+    result = out.tobytes().decode("utf-32-le", "surrogatepass")  # remove_control off keeps them
     return result if collapse else result.strip()
 
 

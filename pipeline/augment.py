@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import fnmatch
 import random
-from pathlib import Path
 from typing import ClassVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from thresher.filters import storage
 from thresher.filters.augment_ops import CHAR_NOISE_KINDS, Augmenter, OperationSpec, stable_seed, stable_unit
 from thresher.filters.base import Document
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
@@ -124,7 +124,8 @@ class Augment(CorpusStage):
     copies: int = Field(default=1, ge=1, le=1000)
     select: Select = Select()
     ops: Operations = Operations()
-    #: a synonym file (``thresher train-embeddings`` writes one; see ``thresher.filters.embeddings``)
+    #: a synonym file (``thresher train-embeddings`` writes one; see ``thresher.filters.embeddings``);
+    #: this and ``embeddings`` may be gs:// or s3:// URLs
     synonyms: str | None = None
     #: a fastText ``.bin`` model: synonyms are its nearest neighbours (built once per worker)
     embeddings: str | None = None
@@ -142,13 +143,11 @@ class Augment(CorpusStage):
             raise ValueError("every operation in ops has p = 0: nothing to augment with")
         return self
 
+    def worker_paths(self) -> list[tuple[str, str]]:
+        return [(key, getattr(self, key)) for key in ("synonyms", "embeddings") if getattr(self, key)]
+
     def check(self) -> list[tuple[str, str]]:
-        problems = []
-        for key in ("synonyms", "embeddings"):
-            path = getattr(self, key)
-            if path and not Path(path).is_file():
-                problems.append((key, f"{path} does not exist"))
-        return problems
+        return [(key, f"{path} does not exist") for key, path in self.worker_paths() if not storage.isfile(path)]
 
     # -- Beam-free core, used by the DoFn and directly by tests
 
@@ -156,11 +155,11 @@ class Augment(CorpusStage):
         from thresher.filters import embeddings
 
         if self.synonyms:
-            return embeddings.load_synonyms(self.synonyms)
+            return embeddings.load_synonyms(storage.local_copy(self.synonyms))
         if self.embeddings:
             import fasttext
 
-            model = fasttext.load_model(self.embeddings)
+            model = fasttext.load_model(str(storage.local_copy(self.embeddings)))
             return embeddings.nearest_neighbour_synonyms(model, self.max_words, self.neighbours, self.min_similarity)
         return {}
 

@@ -22,21 +22,23 @@ def print_problems(path: str, error: ConfigError) -> None:
         print(f"  {where}: {message}" if where else f"  {message}", file=sys.stderr)
 
 
-def _load(args: argparse.Namespace) -> PipelineConfig | None:
+def _load(args: argparse.Namespace, beam_args: list[str]) -> PipelineConfig | None:
     try:
-        return load_config(args.config, args.set)
+        return load_config(args.config, args.set, beam_args)
     except ConfigError as exc:
         print_problems(args.config, exc)
         return None
 
 
 def validate_command(argv: list[str]) -> int:
+    own, beam_args = _split_beam_args(argv)
     parser = argparse.ArgumentParser(prog="thresher validate", description="Check a pipeline config; "
-                                     "print every problem with its YAML path.")
+                                     "print every problem with its YAML path. Arguments after `--` are the "
+                                     "Beam pipeline options `thresher run` would get (--runner, --temp_location).")
     parser.add_argument("config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
-    args = parser.parse_args(argv)
-    config = _load(args)
+    args = parser.parse_args(own)
+    config = _load(args, beam_args)
     if config is None:
         return 1
     names = ", ".join(s.name for s in config.stages) or "(none)"
@@ -53,11 +55,12 @@ def run_command(argv: list[str]) -> int:
                         help="override a config value, e.g. --set stages.1.min_score=0.7")
     parser.add_argument("--quiet", action="store_true", help="no progress display or summary table")
     args = parser.parse_args(own)
-    config = _load(args)
+    config = _load(args, beam_args)
     if config is None:
         return 1
     from thresher.pipeline.graph import StageErrorBudgetExceeded
     from thresher.pipeline.run import run_pipeline
+    from thresher.tokenization.spm import TokenizerTrainingError
 
     try:
         result = run_pipeline(config, beam_args, show_progress=not args.quiet)
@@ -67,6 +70,9 @@ def run_command(argv: list[str]) -> int:
     except StageErrorBudgetExceeded as exc:
         print(f"RUN FAILED: {exc}", file=sys.stderr)
         return 4
+    except TokenizerTrainingError as exc:
+        print(f"{args.config}: tokenize: {exc}", file=sys.stderr)
+        return 1
     if not args.quiet:
         print_summary(result.stats, result.output_dir)
     if not result.accounted:

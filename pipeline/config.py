@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,7 +67,9 @@ class InputConfig(_Strict):
 
 
 class RunnerConfig(_Strict):
-    #: direct, dataflow, flink, spark, prism, or any Beam runner class name
+    #: direct, dataflow, flink, spark, prism, or any Beam runner class name; every runner but
+    #: direct runs on workers that share no disk with this machine, so validation then requires
+    #: remote (gs://, s3://) input, output, temp and model / reference / eval-set / cache locations
     name: str = "direct"
     #: Beam pipeline options (e.g. direct_num_workers, direct_running_mode, project, region);
     #: flags after `--` on the command line override them. The local runner's default mode is
@@ -76,6 +79,17 @@ class RunnerConfig(_Strict):
     #: many batches per bundle; never changes results. Default: 8 per local worker, 2048 on
     #: remote runners (one batch's records are held in one worker's memory)
     shuffle_partitions: int | None = Field(default=None, ge=1, le=1_000_000)
+    #: absolute local folders every worker of a remote runner has too (files baked into the
+    #: container image, a mount shared by the cluster): paths under them are not refused
+    shared_paths: list[str] = Field(default_factory=list)
+
+    @field_validator("shared_paths")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        relative = [p for p in paths if not p.startswith("/")]
+        if relative:
+            raise ValueError(f"must be absolute paths (a worker has no current directory of this machine): {relative}")
+        return paths
 
 
 class OutputConfig(_Strict):
@@ -222,12 +236,17 @@ def build_stage(entry: Any, index: int, check_files: bool = True) -> tuple[Stage
         stage = cls(**params)
     except ValidationError as exc:
         return None, _errors(exc, cls, ("stages", index))
-    problems = stage.check() if check_files else []
+    try:
+        problems = stage.check() if check_files else []
+    except OSError as exc:  # a URL no installed file system reads (storage.StorageError), a network error
+        return stage, [(where, f"could not check the files it names: {exc}")]
     return stage, [(yaml_path(("stages", index, field)), msg) for field, msg in problems]
 
 
-def validate_config(data: Any, check_files: bool = True) -> PipelineConfig:
-    """Turn the loaded YAML into a PipelineConfig, or raise ConfigError listing every problem."""
+def validate_config(data: Any, check_files: bool = True, beam_args: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Turn the loaded YAML into a PipelineConfig, or raise ConfigError listing every problem.
+    ``beam_args``: the Beam pipeline options given after ``--`` (``--runner``, ``--temp_location``
+    override the config's)."""
     if not isinstance(data, dict):
         raise ConfigError([("", f"the config must be a mapping at the top level (got {type(data).__name__})")])
     problems: list[tuple[str, str]] = []
@@ -252,10 +271,67 @@ def validate_config(data: Any, check_files: bool = True) -> PipelineConfig:
     if config is not None:
         problems += [(yaml_path(loc), message)
                      for loc, message in overlap_problems(config.input.paths, stage_values, config.output)]
+        problems += worker_path_problems(config.model_copy(update={"stages": stages}), beam_args)
     if problems:
         raise ConfigError(problems)
     assert config is not None
     return config.model_copy(update={"stages": stages})
+
+
+#: runners that run every stage in this process's machine; any other runner's workers (Dataflow,
+#: Flink, Spark, Prism, ...) share no disk with the machine that launches the run
+LOCAL_RUNNERS = ("direct", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner")
+#: Beam options naming where a runner keeps its temporary and staged files
+TEMP_OPTIONS = ("temp_location", "staging_location", "gcp_temp_location")
+
+
+def beam_flags(beam_args: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``--name=value`` and ``--name value`` pairs of Beam pipeline options (bare flags: "")."""
+    flags: dict[str, str] = {}
+    args = list(beam_args)
+    for i, arg in enumerate(args):
+        if not arg.startswith("--"):
+            continue
+        name, eq, value = arg[2:].partition("=")
+        if not eq and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+        flags[name] = value
+    return flags
+
+
+def worker_path_problems(config: PipelineConfig, beam_args: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """With a runner whose workers do not share this machine's disk, every local path they would
+    read or write, named by its YAML path (or ``--flag``): the input, the output (with the
+    ``_spill/`` folder the corpus stages park documents in), the runner's temp and staging
+    locations, and every stage's models, reference and eval sets, templates and caches
+    (``Stage.worker_paths``, defaults included). Empty for the local direct runner."""
+    from thresher.filters.storage import is_remote
+
+    flags = beam_flags(beam_args)
+    runner = flags.get("runner") or config.runner.name
+    if runner.lower().rsplit(".", 1)[-1] in LOCAL_RUNNERS:
+        return []
+    source = "--runner" if flags.get("runner") else "runner.name"
+    why = (f"is a path on this machine, but runner {runner} ({source}) runs the pipeline on workers that "
+           "do not share its disk: give a gs:// or s3:// URL, or list a folder every worker has in "
+           "runner.shared_paths (docs/dataflow.md)")
+    found: list[tuple[str, str]] = [(f"input.paths[{i}]", p) for i, p in enumerate(config.input.paths)]
+    found.append(("output", config.output))
+    for name in TEMP_OPTIONS:
+        if name in flags:
+            found.append((f"--{name}", flags[name]))
+        elif config.runner.options.get(name) is not None:
+            found.append((f"runner.options.{name}", str(config.runner.options[name])))
+    for index, stage in enumerate(config.stages):
+        found += [(f"stages[{index}].{key}", location) for key, location in stage.worker_paths()]
+    shared = [p.rstrip("/") + "/" for p in config.runner.shared_paths]
+    problems = []
+    for where, location in found:
+        on_workers = os.path.normpath(os.path.expanduser(location)) + "/"
+        if not is_remote(location) and not any(on_workers.startswith(prefix) for prefix in shared):
+            extra = " (and OUT/_spill/, where the corpus stages park documents)" if where == "output" else ""
+            problems.append((where, f"{location}{extra} {why}"))
+    return problems
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -295,8 +371,9 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError([("", f"{path} is not valid YAML: {exc}")]) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+def load_config(path: str | Path, overrides: list[str] | None = None,
+                beam_args: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
     data = load_yaml(path)
     if isinstance(data, dict) and overrides:
         data = apply_overrides(data, overrides)
-    return validate_config(data)
+    return validate_config(data, beam_args=beam_args)

@@ -7,6 +7,8 @@ Eval sets are JSON lines (one item per line, the text in ``field``; a list of fi
 newlines), plain text (one item per non-empty line), or a ``datasets.save_to_disk`` directory
 (every split, ``field`` columns). Items with fewer than ``ngram`` words contribute no n-gram: they
 are counted (``EvalIndex.short_items``, logged when a worker loads the index) but cannot be matched.
+An eval set's path may be a gs:// or s3:// URL: each worker machine copies it once
+(``thresher.filters.storage.local_copy``).
 
 Memory: each worker loads the eval sets once in ``setup()`` into a sorted uint64 array of n-gram
 hashes plus a uint16 array naming the eval set: 10 bytes per distinct eval n-gram (about 10 MB per
@@ -19,13 +21,13 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import apache_beam as beam
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from thresher.filters import storage
 from thresher.filters.base import Document
 from thresher.filters.jsonl import json_objects, open_text
 from thresher.filters.minhash import SEPARATOR_CLASS, ngram_hash64, shingle_hash_batch
@@ -38,6 +40,7 @@ class EvalSet(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
+    #: a JSON-lines or text file, or a save_to_disk directory: a path or a gs:// / s3:// URL
     path: str
     format: Literal["jsonl", "text", "datasets"] | None = None  # None: from the path
     field: str | list[str] = "text"
@@ -45,10 +48,9 @@ class EvalSet(BaseModel):
     def resolved_format(self) -> str:
         if self.format:
             return self.format
-        path = Path(self.path)
-        if path.is_dir():
+        if storage.isdir(self.path):
             return "datasets"
-        if path.name.endswith((".jsonl", ".jsonl.gz", ".json")):
+        if self.path.endswith((".jsonl", ".jsonl.gz", ".json")):
             return "jsonl"
         return "text"
 
@@ -56,10 +58,11 @@ class EvalSet(BaseModel):
         """The eval items' texts."""
         fields = [self.field] if isinstance(self.field, str) else list(self.field)
         fmt = self.resolved_format()
+        local = storage.local_copy(self.path)  # a remote eval set: copied once per machine
         if fmt == "datasets":
             from datasets import DatasetDict, load_from_disk
 
-            data = load_from_disk(self.path)
+            data = load_from_disk(str(local))
             splits = list(data.values()) if isinstance(data, DatasetDict) else [data]
             out = []
             for split in splits:
@@ -69,7 +72,7 @@ class EvalSet(BaseModel):
                 columns = [split[f] for f in fields]
                 out.extend("\n".join(_as_text(v) for v in row) for row in zip(*columns))
             return out
-        with open_text(self.path) as handle:
+        with open_text(local) as handle:
             if fmt == "text":
                 return [line.strip() for line in handle if line.strip()]
             out = []
@@ -155,10 +158,13 @@ class Decontaminate(CorpusStage):
             raise ValueError(f"eval set names must be unique, got {names}")
         return self
 
+    def worker_paths(self) -> list[tuple[str, str]]:
+        return [(f"eval_sets[{i}].path", e.path) for i, e in enumerate(self.eval_sets)]
+
     def check(self) -> list[tuple[str, str]]:
         problems = []
         for i, eval_set in enumerate(self.eval_sets):
-            if not Path(eval_set.path).exists():
+            if not storage.exists(eval_set.path):
                 problems.append((f"eval_sets.{i}.path", f"{eval_set.path} does not exist"))
         return problems
 

@@ -31,6 +31,7 @@ import apache_beam as beam
 import numpy as np
 from pydantic import Field, model_validator
 
+from thresher.filters import storage
 from thresher.filters.poison_detectors import (
     DETECTORS,
     CandidateScanner,
@@ -100,13 +101,22 @@ class Poisoning(CorpusStage):
     def acting_detectors(self) -> list[str]:
         return list(self.act_on) if self.act_on is not None else self.enabled_detectors()
 
+    def worker_paths(self) -> list[tuple[str, str]]:
+        found = [("reference_model", self.reference_model)] if self.reference_model else []
+        if self.integrity.enabled and self.integrity.manifest:
+            found.append(("integrity.manifest", self.integrity.manifest))
+        if self.perplexity_outliers.checkpoint:
+            found.append(("perplexity_outliers.checkpoint", self.perplexity_outliers.checkpoint))
+        if self.perplexity_outliers.tokenizer:
+            found.append(("perplexity_outliers.tokenizer", self.perplexity_outliers.tokenizer))
+        return found
+
     def check(self) -> list[tuple[str, str]]:
         problems = []
-        if self.reference_model and not Path(self.reference_model).exists():
+        if self.reference_model and not storage.exists(self.reference_model):
             problems.append(("reference_model", f"{self.reference_model} does not exist "
                              "(train one with `thresher poisoning train-reference`)"))
-        if self.integrity.enabled and self.integrity.manifest and "://" not in self.integrity.manifest \
-                and not Path(self.integrity.manifest).exists():
+        if self.integrity.enabled and self.integrity.manifest and not storage.exists(self.integrity.manifest):
             problems.append(("integrity.manifest", f"{self.integrity.manifest} does not exist "
                              "(write one with `thresher manifest`)"))
         if self.perplexity_outliers.checkpoint:
@@ -140,7 +150,7 @@ class Poisoning(CorpusStage):
     def load_reference(self):
         from thresher.filters.ngram_lm import NgramLM
 
-        return NgramLM.load(self.reference_model) if self.reference_model else None
+        return NgramLM.load(storage.local_copy(self.reference_model)) if self.reference_model else None
 
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
         return docs | ctx.label >> _PoisoningTransform(self, ctx.output_dir)

@@ -16,13 +16,13 @@ filters and dedup stages see them.
 from __future__ import annotations
 
 import posixpath
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from thresher.filters import storage
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
 
@@ -31,7 +31,7 @@ class _Strict(BaseModel):
 
 
 class TemplateOptions(_Strict):
-    #: a YAML template file (see docs/augment-synthetic.md); None: the built-in set
+    #: a YAML template file, a path or a gs:// / s3:// URL (see docs/augment-synthetic.md); None: the built-in set
     templates: str | None = None
     #: with ``templates`` given, also use the built-in set
     include_builtin: bool = False
@@ -51,7 +51,8 @@ class TemplateOptions(_Strict):
 
 
 class LMOptions(_Strict):
-    #: a thresher checkpoint (OUT/checkpoints/step-N or a training OUT) or a Hugging Face model directory
+    #: a thresher checkpoint (OUT/checkpoints/step-N or a training OUT) or a Hugging Face model
+    #: directory; a path or a gs:// / s3:// URL (copied once per worker machine)
     model: str
     kind: Literal["auto", "thresher", "hf"] = "auto"
     #: SentencePiece model of a thresher checkpoint; default: tokenizer.model in its training shards
@@ -83,7 +84,8 @@ class OpenAIOptions(_Strict):
     backoff: float = Field(default=1.0, ge=0.0)
     max_backoff: float = Field(default=60.0, ge=0.0)
     timeout: float = Field(default=60.0, gt=0.0)
-    #: default: OUT/synthetic_cache/openai (kept across runs: a re-run pays nothing twice)
+    #: a directory path or gs:// / s3:// URL; default: OUT/synthetic_cache/openai (kept across
+    #: runs: a re-run pays nothing twice)
     cache_dir: str | None = None
     on_error: Literal["fail", "skip"] = "fail"
 
@@ -115,12 +117,27 @@ class Synthetic(CorpusStage):
             raise ValueError("generator openai needs an `openai:` section with base_url, model and prompts")
         return self
 
+    def worker_paths(self) -> list[tuple[str, str]]:
+        found = []
+        if self.generator == "template" and self.template.templates:
+            found.append(("template.templates", self.template.templates))
+        if self.generator == "lm" and self.lm is not None:
+            found.append(("lm.model", self.lm.model))
+            if self.lm.tokenizer:
+                found.append(("lm.tokenizer", self.lm.tokenizer))
+        if self.generator == "openai" and self.openai is not None and self.openai.cache_dir:
+            found.append(("openai.cache_dir", self.openai.cache_dir))  # default: under OUT
+        options = getattr(self, self.generator, None) if self.generator != "template" else None
+        if options is not None and isinstance(options.prompts, str):
+            found.append((f"{self.generator}.prompts", options.prompts))
+        return found
+
     def check(self) -> list[tuple[str, str]]:
         problems = []
         if self.generator == "template":
             from thresher.filters.synthetic import TemplateError
 
-            if self.template.templates and not Path(self.template.templates).is_file():
+            if self.template.templates and not storage.isfile(self.template.templates):
                 problems.append(("template.templates", f"{self.template.templates} does not exist"))
             else:
                 try:
@@ -130,18 +147,18 @@ class Synthetic(CorpusStage):
         if self.generator == "lm" and self.lm is not None:
             from thresher.filters.synthetic import detect_model_kind
 
-            if not Path(self.lm.model).exists():
+            if not storage.exists(self.lm.model):
                 problems.append(("lm.model", f"{self.lm.model} does not exist"))
             elif self.lm.kind == "auto":
                 try:
                     detect_model_kind(self.lm.model)
                 except ValueError as exc:
                     problems.append(("lm.model", str(exc)))
-            if self.lm.tokenizer and not Path(self.lm.tokenizer).is_file():
+            if self.lm.tokenizer and not storage.isfile(self.lm.tokenizer):
                 problems.append(("lm.tokenizer", f"{self.lm.tokenizer} does not exist"))
         for section in ("lm", "openai"):
             options = getattr(self, section)
-            if self.generator == section and isinstance(options.prompts, str) and not Path(options.prompts).is_file():
+            if self.generator == section and isinstance(options.prompts, str) and not storage.isfile(options.prompts):
                 problems.append((f"{section}.prompts", f"{options.prompts} does not exist"))
         return problems
 

@@ -266,14 +266,21 @@ def test_dup_para_char_frac_value_and_boundary():
 
 
 def ref_top_ngram(tokens: list[str], n: int) -> float:
-    """Literal reading: occurrences of the most frequent n-gram times its characters, over all
-    word characters (ties: the longest n-gram; 0 when nothing repeats)."""
-    grams = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    """Literal reading: characters of the words covered by the occurrences of the most frequent
+    n-gram, each word counted once, over all word characters (ties: the longest n-gram, then the
+    first seen; 0 when nothing repeats)."""
+    starts = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    grams = Counter(starts)
     if not grams or max(grams.values()) == 1:
         return 0.0
-    best = max(grams.values())
-    chars = max(sum(map(len, g)) for g, c in grams.items() if c == best)
-    return best * chars / sum(map(len, tokens))
+    best_count = max(grams.values())
+    chars = max(sum(map(len, g)) for g, c in grams.items() if c == best_count)
+    best = next(g for g in starts if grams[g] == best_count and sum(map(len, g)) == chars)
+    covered = [False] * len(tokens)
+    for i, gram in enumerate(starts):
+        if gram == best:
+            covered[i:i + n] = [True] * n
+    return sum(len(t) for t, c in zip(tokens, covered) if c) / sum(map(len, tokens))
 
 
 def ref_dup_ngram(tokens: list[str], n: int) -> float:
@@ -309,10 +316,32 @@ def test_dup_ngram_counts_first_occurrence_and_overlaps_once():
     block = "a1 a2 a3 a4 a5"
     text = f"{block} b1 b2 b3 b4 b5 {block}"
     assert all_ngram_scores(text)["gopher_dup_5gram_char_frac"] == pytest.approx(10 / 15)
-    # one word repeated 12 times: every word is inside a repeated 10-gram (top n-gram fractions,
-    # counting overlapping occurrences as the paper's peers do, exceed 1 here: switched off)
+    # one word repeated 12 times: every word is inside a repeated 10-gram
     stage = repetition(max_top_ngram_char_frac={}, max_dup_ngram_char_frac={10: 1.0})
     assert run(stage, "zz " * 12).scores["gopher_dup_10gram_char_frac"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("text, expected", [("hello\x00world " * 100, 1.0), ("ab " * 500, 1.0), ("zz " * 12, 1.0),
+                                            ("a b " * 50, None)])
+def test_top_ngram_of_periodic_text_covers_each_word_once(text, expected):
+    # overlapping occurrences of "ab ab" share words: datatrove's count x length gives 1.66 on
+    # "ab " * 500, this measure gave 1.996 before; each word is covered once, so at most 1
+    scores = all_ngram_scores(text)
+    for n in (2, 3, 4):
+        value = scores[f"gopher_top_{n}gram_char_frac"]
+        assert 0.0 < value <= 1.0
+        assert value == pytest.approx(ref_top_ngram(text.split(), n))
+        if expected is not None:
+            assert value == pytest.approx(expected)
+
+
+def test_top_ngram_counts_only_the_top_ngrams_words():
+    # "x y" occurs 3 times ("x y x y x y": 6 words), "y x" twice; the tail is unique
+    tokens = ["x", "y"] * 3 + [f"u{i:02d}" for i in range(6)]
+    text = " ".join(tokens)
+    expected = 6 / (6 + 6 * 3)
+    assert all_ngram_scores(text)["gopher_top_2gram_char_frac"] == pytest.approx(expected)
+    assert ref_top_ngram(tokens, 2) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("n, threshold", [(2, 0.20), (5, 0.15), (10, 0.10)])

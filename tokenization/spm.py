@@ -3,13 +3,17 @@
 Training is deterministic: the same sample texts and parameters give the same model bytes. It runs
 single-threaded (``num_threads=1``), because SentencePiece's multi-threaded trainer splits work by
 thread and can produce different merges. Documents are fed line by line: SentencePiece treats each
-input as one sentence and silently skips those longer than ``max_sentence_length`` bytes.
+input as one sentence and silently skips those longer than ``max_sentence_length`` bytes, so a
+longer line is cut into pieces of at most that many bytes, at the last space or tab before the
+limit (a run without one, at a character boundary): a corpus of single-line web pages, where every
+document is one long line, trains on all of its text instead of on nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
@@ -40,18 +44,63 @@ class TrainerConfig(BaseModel):
     max_sentence_length: int = Field(16384, ge=256)
 
 
-def _sentences(texts: Iterable[str]) -> Iterator[str]:
+def _cut(line: bytes, limit: int) -> Iterator[bytes]:
+    """``line`` in pieces of at most ``limit`` bytes, cut after the last space or tab within the
+    limit, else at the last UTF-8 character boundary."""
+    start = 0
+    while len(line) - start > limit:
+        end = start + limit
+        space = max(line.rfind(b" ", start, end + 1), line.rfind(b"\t", start, end + 1))
+        if space > start:
+            end = space
+        else:
+            while end > start and (line[end] & 0xC0) == 0x80:  # inside a multi-byte character
+                end -= 1
+        yield line[start:end]
+        start = end
+    yield line[start:]
+
+
+def _sentences(texts: Iterable[str], max_bytes: int, counts: dict[str, int]) -> Iterator[str]:
+    """The non-blank lines of ``texts``, long ones cut to ``max_bytes``; ``counts`` gets the
+    number of documents, of documents with text, of pieces and of characters."""
     for text in texts:
+        counts["documents"] += 1
+        used = False
         for line in text.split("\n"):
-            if line.strip():
-                yield line
+            if not line.strip():
+                continue
+            # lone surrogates ("\ud800" from JSON) cannot go to SentencePiece as UTF-8
+            data = line.encode("utf-8", "replace")
+            for piece in ([data] if len(data) <= max_bytes else _cut(data, max_bytes)):
+                if piece.strip():
+                    sentence = piece.decode("utf-8")
+                    counts["sentences"] += 1
+                    counts["characters"] += len(sentence)
+                    used = True
+                    yield sentence
+        counts["documents_with_text"] += used
+
+
+_SPM_MESSAGE = re.compile(r"^(?:INTERNAL|Internal): \S+\(\d+\) \[.*?\] ", re.DOTALL)
 
 
 def train_model(texts: Iterable[str], config: TrainerConfig) -> bytes:
-    """Train a SentencePiece model on ``texts`` (in the given order) and return the model bytes."""
-    sentences = list(_sentences(texts))
+    """Train a SentencePiece model on ``texts`` (in the given order) and return the model bytes.
+    Raises ``TokenizerTrainingError`` with the sample's numbers when there is nothing to train on
+    or SentencePiece refuses (a vocabulary larger than the text supports, say)."""
+    counts = dict.fromkeys(("documents", "documents_with_text", "sentences", "characters"), 0)
+    sentences = list(_sentences(texts, config.max_sentence_length, counts))
+    sample = (f"{counts['documents']:,} documents, {counts['documents_with_text']:,} with text, "
+              f"{counts['sentences']:,} lines of at most {config.max_sentence_length:,} bytes, "
+              f"{counts['characters']:,} characters")
+    if not counts["documents"]:
+        raise TokenizerTrainingError("no text to train the tokenizer on: no document reached it (the input is "
+                                     "empty, or the stages before tokenize rejected every document: see "
+                                     "rejected/ and quarantine/)")
     if not sentences:
-        raise TokenizerTrainingError("no non-empty text to train the tokenizer on")
+        raise TokenizerTrainingError(f"no text to train the tokenizer on: {sample} (every document is "
+                                     "empty or whitespace)")
     out = io.BytesIO()
     try:
         sentencepiece.SentencePieceTrainer.train(
@@ -72,7 +121,9 @@ def train_model(texts: Iterable[str], config: TrainerConfig) -> bytes:
             minloglevel=2,
         )
     except RuntimeError as exc:
-        raise TokenizerTrainingError(f"SentencePiece training failed on {len(sentences)} lines: {exc}") from exc
+        reason = _SPM_MESSAGE.sub("", str(exc).strip())
+        raise TokenizerTrainingError(f"SentencePiece could not train a {config.vocab_size:,}-piece "
+                                     f"{config.model_type} tokenizer on {sample}: {reason}") from None
     return out.getvalue()
 
 

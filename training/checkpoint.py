@@ -14,6 +14,7 @@ alike, so a run can resume under another parallelism.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 COMPLETE = "COMPLETE"
+_STEP_DIR = re.compile(r"step-(\d+)")
 
 
 def _rank() -> int:
@@ -58,9 +60,28 @@ def checkpoint_dir(out: str | Path, step: int) -> Path:
     return Path(out) / "checkpoints" / f"step-{step:06d}"
 
 
-def latest_checkpoint(out: str | Path) -> Path | None:
+def step_number(name: str) -> int | None:
+    """The step of a checkpoint directory name (``step-001000`` -> 1000), None for other names."""
+    match = _STEP_DIR.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def complete_checkpoints(out: str | Path) -> list[Path]:
+    """The complete ``step-N`` directories under ``OUT/checkpoints``, oldest first by step number
+    (the names are zero-padded to six digits, so past step 999,999 they no longer sort as strings)."""
     root = Path(out) / "checkpoints"
-    done = sorted(p for p in root.glob("step-*") if (p / COMPLETE).is_file()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    steps = []
+    for path in root.iterdir():
+        step = step_number(path.name)
+        if step is not None and (path / COMPLETE).is_file():
+            steps.append((step, path))
+    return [path for _, path in sorted(steps)]
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    done = complete_checkpoints(out)
     return done[-1] if done else None
 
 
@@ -117,13 +138,12 @@ def remove_older(out: str | Path, keep: int = 2) -> None:
     """Keep only the newest ``keep`` complete checkpoints (rank 0 only)."""
     if _rank() != 0:
         return
-    root = Path(out) / "checkpoints"
-    done = sorted(p for p in root.glob("step-*") if (p / COMPLETE).is_file())
+    done = complete_checkpoints(out)
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = [
-    "checkpoint_dir", "latest_checkpoint", "load_checkpoint", "load_model_weights", "remove_older",
-    "rng_state", "save_checkpoint", "saved_config", "set_rng_state",
+    "checkpoint_dir", "complete_checkpoints", "latest_checkpoint", "load_checkpoint", "load_model_weights",
+    "remove_older", "rng_state", "save_checkpoint", "saved_config", "set_rng_state", "step_number",
 ]

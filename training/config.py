@@ -4,9 +4,9 @@
 shards: out/shards            # a directory of *.arrow shards (with manifest.json) or a manifest file
 val_shards: null              # held-out shards; default: the last shard of `shards` is held out
 out: runs/tiny
-model: {preset: tiny}         # or explicit dims: {preset: null, n_layer: 4, n_head: 4, d_model: 256}
-attention: {name: sdpa}       # + the variant's parameters, e.g. {name: sliding_window, window: 256}
-sampler: {name: uniform}      # or curriculum / active, with their parameters (samplers.py)
+model: tiny                   # a preset, or {preset: tiny, ...} / explicit dims: {preset: null, n_layer: 4, n_head: 4, d_model: 256}
+attention: sdpa               # a name, or {name: sliding_window, window: 256} with the variant's parameters
+sampler: uniform              # a name, or curriculum / active with their parameters: {name: curriculum, ...}
 steps: 200
 batch_size: 8
 seq_len: 256
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .model import ModelConfig
 
@@ -96,6 +96,10 @@ class OptimConfig(_Strict):
     grad_clip: float = Field(1.0, ge=0, description="0 = no clipping")
 
 
+#: keys that also take a name alone: ``model: tiny`` is ``model: {preset: tiny}``
+SHORT_FORMS = {"model": "preset", "attention": "name", "sampler": "name"}
+
+
 class TrainConfig(_Strict):
     shards: str
     val_shards: str | None = None
@@ -124,6 +128,11 @@ class TrainConfig(_Strict):
     tensorboard: bool = True
     #: stop after this many steps of this invocation (to test resume); None = run to `steps`
     stop_after: int | None = Field(None, ge=1)
+
+    @field_validator(*SHORT_FORMS, mode="before")
+    @classmethod
+    def _long_form(cls, value: Any, info: ValidationInfo) -> Any:
+        return {SHORT_FORMS[info.field_name]: value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -179,6 +188,8 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
+            if node is data and isinstance(node.get(key), str) and key in SHORT_FORMS:
+                node[key] = {SHORT_FORMS[key]: node[key]}  # `model: tiny` with --set model.vocab_size=...
             node = node.setdefault(key, {})
         node[leaf] = value
     return parse_train_config(data)
