@@ -46,6 +46,10 @@ class InputConfig(_Strict):
     text_field: str = "text"
     #: field holding the document id; when absent from a record, the id is derived from file + line
     id_field: str | None = "id"
+    #: append "@<file>:<line>" to every id read from id_field, for inputs whose ids repeat (per-file
+    #: row numbers of parquet or HF dumps); otherwise a repeated id fails the stages that rely on
+    #: ids (minhash_dedup), naming the id and where each copy was read
+    make_ids_unique: bool = False
     #: field holding the source name; else ``source`` below; else the file's path relative to its glob root
     source_field: str | None = None
     #: one source name for every document of this input

@@ -300,11 +300,14 @@ class RecordParser:
             return None, "empty document (no non-whitespace text)"
         if len(text) > cfg.max_document_bytes or len(text.encode("utf-8", "surrogatepass")) > cfg.max_document_bytes:
             return None, f"document larger than input.max_document_bytes ({cfg.max_document_bytes})"
+        origin = f"{rel_path}:{position}"
         doc_id: Any = record.get(cfg.id_field) if cfg.id_field else None
         if doc_id is None:
-            doc_id = f"{rel_path}:{position}"
+            doc_id = origin
         elif isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
             return None, f"id field {cfg.id_field!r} is {type(doc_id).__name__}, not a string or integer"
+        elif cfg.make_ids_unique:
+            doc_id = f"{doc_id}@{origin}"
         source: Any = record.get(cfg.source_field) if cfg.source_field else None
         if source is not None and not isinstance(source, str):
             return None, f"source field {cfg.source_field!r} is {type(source).__name__}, not a string"
@@ -319,6 +322,7 @@ class RecordParser:
             "text": _clean_surrogates(text),
             "source": source or cfg.source or rel_path,
             "meta": meta,
+            "origin": origin,  # where it was read (file:line or file:row); not written out
         }, None
 
 

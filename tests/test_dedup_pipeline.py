@@ -49,3 +49,25 @@ def test_dedup_and_decontamination_stages_in_a_pipeline(tmp_path):
     assert by_name["exact_dedup"]["clusters"] == 1 and by_name["exact_dedup"]["duplicates_removed"] == 1
     assert by_name["minhash_dedup"]["cluster_size_histogram"] == {"2": 1}
     assert by_name["decontaminate"]["by_eval_set"] == {"qa": 1}
+
+
+def test_repeated_ids_fail_before_output_naming_where_they_were_read_unless_made_unique(tmp_path):
+    """Per-file row numbers as ids (parquet and HF dumps): the same ids in two files."""
+    import pytest
+
+    from conftest import write_jsonl
+
+    texts = shared_file("wiki/wikitext-2-valid.txt").read_text(encoding="utf-8").split("\n = ")[1:7]
+    (tmp_path / "in").mkdir()
+    for name, part in (("a", texts[:3]), ("b", texts[3:])):
+        write_jsonl(tmp_path / "in" / f"{name}.jsonl", [{"id": i, "text": t} for i, t in enumerate(part)])
+    data = {"input": {"paths": [str(tmp_path / "in" / "*.jsonl")]}, "output": str(tmp_path / "out"),
+            "stages": [{"name": "minhash_dedup", "max_rounds": 3}]}
+    with pytest.raises(Exception, match=r"document id '(\d)' occurs 2 times \(read at a.jsonl:\d, b.jsonl:\d\)"):
+        run_pipeline(validate_config(data))
+    assert not list((tmp_path / "out" / "kept").glob("*.gz")) and not list((tmp_path / "out" / "rejected").glob("*.gz"))
+    data["input"]["make_ids_unique"] = True
+    result = run_pipeline(validate_config(data))
+    assert result.accounted
+    assert sorted(r["id"] for r in read_output(tmp_path / "out", "kept")) == sorted(
+        f"{i}@{name}.jsonl:{i + 1}" for name in "ab" for i in range(3))
