@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from thresher.pipeline.shuffle import GroupInBatches
+from thresher.pipeline.shuffle import GroupInBatches, PackDoFn
 
 CHANGED = "changed"
 
@@ -25,12 +25,8 @@ CHANGED = "changed"
 def _oriented(edge):
     u, v = edge
     if u != v:
-        yield (u, v) if u < v else (v, u)
-
-
-def _both_ways(edge):
-    u, v = edge
-    return [(u, v), (v, u)]
+        yield (u, v)
+        yield (v, u)
 
 
 class _LargeStar:
@@ -54,18 +50,22 @@ class _LargeStar:
 
 class _SmallStar:
     """node, {smaller neighbours} -> (m, v) for the other smaller neighbours and (m, node), m the
-    minimum of the smaller neighbours."""
+    minimum of the smaller neighbours; ``both_ways`` also emits each edge reversed, as the next
+    round's large-star grouping needs."""
 
-    def __init__(self, count_changes: bool):
-        self.count_changes = count_changes
+    def __init__(self, count_changes: bool, both_ways: bool):
+        self.count_changes, self.both_ways = count_changes, both_ways
 
     def __call__(self, node, values):
         smaller = set(values[0])
         m = min(smaller)
         out = [(m, v) for v in smaller if v != m]
-        if self.count_changes and out:
-            out.append(beam.pvalue.TaggedOutput(CHANGED, len(out)))
+        changed = len(out)
         out.append((m, node))
+        if self.both_ways:
+            out += [(v, u) for u, v in out]
+        if self.count_changes and changed:
+            out.append(beam.pvalue.TaggedOutput(CHANGED, changed))
         return out
 
 
@@ -88,7 +88,10 @@ class ConnectedComponents(beam.PTransform):
     """Edges ``(u, v)`` (any orientation, duplicates and self-loops allowed) -> ``(node, root)``
     for every node of every edge, root being the minimum node of its component (roots map to
     themselves). With ``distinct=False`` a label may repeat (the consumer's own grouping by node
-    can drop the repeats, saving one grouping here)."""
+    can drop the repeats, saving one grouping here).
+
+    Each grouping's reduce packs its output edges straight into the next grouping's batches
+    (``pack_as``), so a round is two GroupByKeys and two ParDos, with no Beam element per edge."""
 
     def __init__(self, max_rounds: int = 20, label: str = "CC", partitions: int = 16, distinct: bool = True):
         super().__init__()
@@ -97,26 +100,25 @@ class ConnectedComponents(beam.PTransform):
         self.max_rounds, self.prefix, self.partitions, self.distinct = max_rounds, label, partitions, distinct
 
     def expand(self, edges):
-        p = self.prefix
-        edges = edges | f"{p}Orient" >> beam.FlatMap(_oriented)
-        changes = []
+        p, n = self.prefix, self.partitions
+        batches = (edges
+                   | f"{p}BothWays" >> beam.FlatMap(_oriented)
+                   | f"{p}Pack" >> beam.ParDo(PackDoFn(f"{p}/edges", n)))
         for r in range(self.max_rounds):
             last = r == self.max_rounds - 1
-            large = (edges
-                     | f"{p}BothWays{r}" >> beam.FlatMap(_both_ways)
-                     | f"{p}Large{r}" >> GroupInBatches(f"{p}/large{r}", self.partitions, _LargeStar(last),
-                                                        with_outputs=(CHANGED,), main="edges"))
-            small = (large.edges
-                     | f"{p}Small{r}" >> GroupInBatches(f"{p}/small{r}", self.partitions, _SmallStar(last),
-                                                        with_outputs=(CHANGED,), main="edges"))
-            edges = small.edges
-            if last:
-                changes = [large[CHANGED], small[CHANGED]]
-        changed = changes | f"{p}Changes" >> beam.Flatten() | f"{p}Changed" >> beam.CombineGlobally(sum)
-        checked = edges | f"{p}CheckConverged" >> beam.FlatMap(
-            _check_converged, beam.pvalue.AsSingleton(changed), self.max_rounds)
+            large = batches | f"{p}Large{r}" >> GroupInBatches(
+                f"{p}/large{r}", n, _LargeStar(last), with_outputs=(CHANGED,), main="edges", packed=(0,),
+                pack_as=f"{p}/to_small{r}")
+            small = large.edges | f"{p}Small{r}" >> GroupInBatches(
+                f"{p}/small{r}", n, _SmallStar(last, both_ways=not last), with_outputs=(CHANGED,), main="edges",
+                packed=(0,), pack_as=None if last else f"{p}/to_large{r + 1}")
+            batches = small.edges
+        changed = ((large[CHANGED], small[CHANGED]) | f"{p}Changes" >> beam.Flatten()
+                   | f"{p}Changed" >> beam.CombineGlobally(sum).without_defaults())
+        checked = small.edges | f"{p}CheckConverged" >> beam.FlatMap(
+            _check_converged, beam.pvalue.AsSingleton(changed, default_value=0), self.max_rounds)
         # converged: every edge is (root, leaf) with root the component minimum
         labels = checked | f"{p}Labels" >> beam.FlatMap(lambda e: [(e[1], e[0]), (e[0], e[0])])
         if not self.distinct:
             return labels
-        return labels | f"{p}Distinct" >> GroupInBatches(f"{p}/labels", self.partitions, _distinct_root)
+        return labels | f"{p}Distinct" >> GroupInBatches(f"{p}/labels", n, _distinct_root)

@@ -3,7 +3,7 @@
 A corpus stage (dedup, line dedup, poisoning) needs a global view before it can say which
 documents to drop or change, but it never needs the documents themselves in its groupings. So the
 first step writes each bundle's documents to ``<directory>/<token>.pkl`` (one pickled list per
-file, about ``SPILL_BYTES`` of text) and emits small records that point at them as (token, row).
+file, about ``PARK_BYTES`` of text) and emits small records that point at them as (token, row).
 The stage's decisions are then routed to the file that holds each document, and one pass per file
 (``ApplyToParked``) emits the kept documents and the rejection records. On the local runners every
 shuffled byte passes through one process; on Dataflow this is the file pattern Beam's own sinks
@@ -24,8 +24,13 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from thresher.filters.base import Document
-from thresher.pipeline.io import SPILL_BYTES, SPILL_DIR
+from thresher.pipeline.io import SPILL_DIR
 from thresher.pipeline.shuffle import GroupInBatches
+
+#: text a parking DoFn buffers before it writes a file: small enough that a stage reading the
+#: files back gets several per worker to share out, large enough to keep objects few (2,000 per
+#: 32 GB of text)
+PARK_BYTES = 16 << 20
 
 
 def spill_directory(output_dir: str, label: str) -> str:
@@ -57,7 +62,7 @@ class DocumentParking:
         return self.token, len(self.docs) - 1
 
     def full(self) -> bool:
-        return self.bytes >= SPILL_BYTES
+        return self.bytes >= PARK_BYTES
 
     def flush(self) -> str | None:
         """Writes the buffered documents; returns the written file's token (None if empty)."""

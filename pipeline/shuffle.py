@@ -228,15 +228,41 @@ class UnpackGroups(beam.DoFn):
     ``reduce`` returns an iterable of outputs (TaggedOutput allowed) or None. Without ``reduce``
     the DoFn emits (key, values) for one tag, (key, [values of tag 0, values of tag 1, ...]) for
     several. As with GroupByKey, the order of a key's values is not defined: reducers must not
-    depend on it."""
+    depend on it.
 
-    def __init__(self, label: str, tags: int = 1, reduce: Callable | None = None):
-        self.label, self.tags, self.reduce = label, tags, reduce
+    ``pack_as=(label, partitions)``: the main outputs, (key, value) pairs, go straight into a
+    ``Packer`` for the next grouping, which then takes this DoFn's output as a packed input: two
+    groupings in a row with no Beam element per record between them."""
+
+    def __init__(self, label: str, tags: int = 1, reduce: Callable | None = None,
+                 pack_as: tuple[str, int] | None = None):
+        self.label, self.tags, self.reduce, self.pack_as = label, tags, reduce, pack_as
 
     def setup(self):
         self.counters: dict[str, Any] = {}
 
+    def start_bundle(self):
+        self.packer = Packer(*self.pack_as) if self.pack_as else None
+
+    def finish_bundle(self):
+        if self.packer is not None:
+            for item in self.packer.batches():
+                yield _end_of_bundle(item)
+
     def process(self, element):
+        if self.packer is None:
+            yield from self._outputs(element)
+            return
+        packer = self.packer
+        for out in self._outputs(element):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield out
+            else:
+                packer.add(*out)
+        if packer.full():
+            yield from packer.batches()
+
+    def _outputs(self, element):
         _, blobs = element
         counts: dict[str, int] = {}
         groups = unpack(blobs, self.tags, counts)
@@ -259,13 +285,16 @@ class GroupInBatches(beam.PTransform):
     ``UnpackGroups``) and its outputs returned; ``with_outputs`` names tagged outputs of reduce.
 
     ``packed`` lists the inputs that are already (partition, blob) batches, made by a ``Packer``
-    whose tag is the input's position and whose partition count is ``partitions``."""
+    whose tag is the input's position and whose partition count is ``partitions``. ``pack_as``
+    packs the main outputs for a following grouping (see ``UnpackGroups``)."""
 
     def __init__(self, label: str, partitions: int, reduce: Callable | None = None,
-                 with_outputs: tuple[str, ...] = (), main: str = "main", packed: tuple[int, ...] = ()):
+                 with_outputs: tuple[str, ...] = (), main: str = "main", packed: tuple[int, ...] = (),
+                 pack_as: str | None = None):
         super().__init__()
         self.label, self.partitions, self.reduce = label, partitions, reduce
         self.with_outputs, self.main, self.packed = with_outputs, main, packed
+        self.pack_as = (pack_as, partitions) if pack_as else None
 
     def expand(self, inputs):
         many = isinstance(inputs, (list, tuple))
@@ -276,7 +305,7 @@ class GroupInBatches(beam.PTransform):
         # the element type is stated: Beam's inference sees a DoFn's tagged outputs as its main one
         batches = batches | "FlattenBatches" >> beam.Flatten().with_output_types(Tuple[int, bytes])
         grouped = batches | "GroupPartitions" >> beam.GroupByKey()
-        unpack_fn = beam.ParDo(UnpackGroups(self.label, len(pcolls) if many else 1, self.reduce))
+        unpack_fn = beam.ParDo(UnpackGroups(self.label, len(pcolls) if many else 1, self.reduce, self.pack_as))
         if self.with_outputs:
             return grouped | "Unpack" >> unpack_fn.with_outputs(*self.with_outputs, main=self.main)
         return grouped | "Unpack" >> unpack_fn
