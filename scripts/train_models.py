@@ -1,17 +1,19 @@
 """Rebuild the two built-in classifiers in filters/models/ reproducibly, and define the per-domain
 training, validation and test sets that bench/toxicity.py, bench/quality.py and the tests use.
 
+    pip install chatterbot-corpus==1.3.3      # the conversational training text
     python scripts/train_models.py [--data ../shared/data] [--only toxicity|quality]
 
 toxicity.ftz  "toxic" = Davidson hate speech or offensive tweets; "clean" = Davidson "neither"
-              tweets plus clean paragraphs of other registers: WikiText-2 (encyclopaedic), the
-              shared WARC pages (homepages, blog posts, FAQs) and CPython's docstrings (technical).
-              Calibrated on a validation split that holds every one of those domains
-              (toxicity.calibration.json: Platt scaling and the default threshold).
+              tweets plus clean text of other registers, long and short: WikiText-2
+              (encyclopaedic), the shared WARC pages (homepages, blog posts, FAQs), CPython's
+              docstrings (technical) and chat-bot conversations. Calibrated on a validation split
+              that holds every one of those registers (toxicity.calibration.json: Platt scaling
+              and the default threshold).
 quality.ftz   "hq" = WikiText-2 articles and CPython docstrings; "lq" = the shared Common Crawl
-              documents (boilerplate left in) and Davidson tweets: the GPT-3 / CS336 "reference
-              vs random web" recipe on a very small scale, with technical prose as a second
-              reference register.
+              documents (boilerplate left in), Davidson tweets and the WARC pages' boilerplate:
+              the GPT-3 / CS336 "reference vs random web" recipe on a very small scale, with
+              technical prose as a second reference register.
 
 Every split is by document (a WikiText article, a web page, a docstring), so no paragraph of a
 held-out document is trained on. The test parts that the models before issue 16 also never saw
@@ -53,8 +55,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 SEED = 0
 HOLDOUT = 0.1
-#: The toxicity threshold is the lowest whose false-positive rate on every clean validation
-#: domain is at most this.
+#: The default toxicity threshold flags at most this share of the clean validation texts of every
+#: register but Davidson's tweets (see pick_threshold).
 MAX_VALIDATION_FPR = 0.01
 
 TOXICITY_CONFIG = TrainingConfig(epoch=10, lr=0.3, word_ngrams=2, dim=32, min_count=1, seed=SEED,
@@ -551,19 +553,24 @@ def pick_threshold(scores: dict[str, list[float]], labels: dict[str, list[str]],
     return max(allowed, key=lambda t: (round(f1_toxic(scores[labelled], labels[labelled], t), 6), t))
 
 
-def train_toxicity(data: Path, out: Path) -> None:
-    td = toxicity_data(data)
+def train_and_save(examples: list[Example], config: TrainingConfig, out: Path):
+    """Train on ``examples`` (preprocessed here), save to ``out``, return the saved model."""
     with tempfile.TemporaryDirectory() as tmp:
-        model = train_model(clean_examples(td.train, TOXICITY_CONFIG.max_chars), TOXICITY_CONFIG, Path(tmp))
+        model = train_model(clean_examples(examples, config.max_chars), config, Path(tmp))
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save_model(str(out))
-    model = load_fasttext_model(out)
+    return load_fasttext_model(out)
+
+
+def train_toxicity(data: Path, out: Path) -> None:
+    td = toxicity_data(data)
+    model = train_and_save(td.train, TOXICITY_CONFIG, out)
     raw = {d: raw_probabilities(model, [ex.text for ex in exs], "toxic", TOXICITY_CONFIG.max_chars)
            for d, exs in td.valid.items()}
     labels = {d: [ex.label for ex in exs] for d, exs in td.valid.items()}
-    # Each domain weighs as much as Davidson's clean tweets, and both classes as much in total:
-    # the calibrated probability is P(toxic) for a document equally likely to be either,
-    # whatever its register.
+    # The toxic tweets weigh as much as all clean texts, and every domain's clean texts (Davidson's
+    # "neither" tweets among them) weigh the same: the calibrated probability is P(toxic) for a
+    # text equally likely to be either, whatever its register.
     scores, ys, weights = [], [], []
     n_toxic = sum(y == "toxic" for y in labels["davidson"])
     clean_domains = {d: sum(y == "clean" for y in labels[d]) for d in labels}
@@ -572,14 +579,14 @@ def train_toxicity(data: Path, out: Path) -> None:
             scores.append(s)
             ys.append(y == "toxic")
             weights.append(1 / n_toxic if y == "toxic" else 1 / (len(clean_domains) * clean_domains[d]))
-    a, b = fit_platt(scores, ys, weights)
+    a, b = (round(v, 6) for v in fit_platt(scores, ys, weights))
     calibrated = {d: [Calibration(label="toxic", a=a, b=b, threshold=0.5).apply(s) for s in raw[d]] for d in raw}
     threshold = pick_threshold(calibrated, labels)
-    calibration = Calibration(label="toxic", a=round(a, 6), b=round(b, 6), threshold=threshold)
+    calibration = Calibration(label="toxic", a=a, b=b, threshold=threshold)
     calibration.save(Calibration.path_for(out))
     print(f"toxicity -> {out} ({out.stat().st_size / 1e6:.2f} MB), {len(td.train)} training examples; "
           f"Platt a={calibration.a} b={calibration.b}, default threshold {threshold} "
-          f"(validation FPR <= {MAX_VALIDATION_FPR:.0%} in every domain)")
+          f"(validation FPR <= {MAX_VALIDATION_FPR:.0%} in every domain but Davidson's tweets)")
     for d in td.valid:
         clean = [s for s, y in zip(calibrated[d], labels[d]) if y == "clean"]
         toxic = [s for s, y in zip(calibrated[d], labels[d]) if y == "toxic"]
@@ -639,10 +646,7 @@ def quality_data(data: Path, n_tweets: int = 2000) -> QualityData:
 
 def train_quality(data: Path, out: Path) -> None:
     qd = quality_data(data)
-    with tempfile.TemporaryDirectory() as tmp:
-        model = train_model(clean_examples(qd.train, QUALITY_CONFIG.max_chars), QUALITY_CONFIG, Path(tmp))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.save_model(str(out))
+    model = train_and_save(qd.train, QUALITY_CONFIG, out)
     evaluation = evaluate(model, clean_examples(qd.held_out, QUALITY_CONFIG.max_chars))
     print(f"quality -> {out} ({out.stat().st_size / 1e6:.2f} MB); trained on {len(qd.train)} examples, "
           f"held out {len(qd.held_out_wiki)} articles, {len(qd.held_out_web)} web documents, "

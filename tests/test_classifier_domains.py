@@ -62,7 +62,7 @@ def clean_registers() -> dict[str, list[str]]:
 
 def test_toxicity_flags_little_clean_prose_of_any_register(toxicity):
     # Before issue 16 the default model flagged 42% of these WikiText paragraphs, 20% of the
-    # Language Reference, 15% of the Common Crawl lines and 10% of the demo documents.
+    # Language Reference and 15% of the Common Crawl lines (none of the generated articles).
     for name, texts in clean_registers().items():
         rate = share(toxicity.positive_probabilities(texts), toxicity.threshold)
         assert rate <= 0.02, f"{name}: {rate:.3f} of {len(texts)} clean texts flagged toxic"
