@@ -680,7 +680,7 @@ def atomic_write(path: str, data: bytes) -> None:
 
 
 SPILL_DIR = "_spill"
-SPILL_BYTES = 64 << 20  # flush a bundle's buffered records (or parked documents) past this many bytes
+SPILL_BYTES = 64 << 20  # flush a bundle's buffered output records past this many bytes
 SPILL_CHUNK = 2048  # records per pickle in a spilled segment, so a shard merges in bounded memory
 
 
