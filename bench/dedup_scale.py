@@ -186,14 +186,24 @@ class TreeMemory:
         self._thread.join()
 
 
-def run(input_path: str, out_dir: Path, workers: int, mode: str, max_rounds: int) -> float:
+def _runner_options(workers: int | None, mode: str) -> dict:
+    """``default``: no option at all, so the local runner's own choice is measured."""
+    if mode == "default":
+        return {}
+    return {"direct_running_mode": mode, "direct_num_workers": workers or 1}
+
+
+def run(input_path: str, out_dir: Path, workers: int, mode: str, max_rounds: int) -> tuple[float, dict]:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from thresher.pipeline.dedup import MinHashDedup
+    from thresher.pipeline.local_runner import close_data_stream_race
     from thresher.pipeline.stage_api import StageContext
 
-    options = PipelineOptions(direct_num_workers=workers, direct_running_mode=mode)
+    if mode != "in_memory":
+        close_data_stream_race()
+    options = PipelineOptions(**_runner_options(workers, "multi_processing" if mode == "default" else mode))
     ctx = StageContext(index=0, label="minhash_dedup", output_dir=str(out_dir), seed=0, config_hash="bench")
     start = time.perf_counter()
     with beam.Pipeline(options=options) as p:
@@ -205,27 +215,52 @@ def run(input_path: str, out_dir: Path, workers: int, mode: str, max_rounds: int
              | "WriteRejected" >> beam.io.WriteToText(str(out_dir / "rejected"), num_shards=1))
         _ = (result.stats | "StatsJson" >> beam.Map(json.dumps)
              | "WriteStats" >> beam.io.WriteToText(str(out_dir / "stats"), num_shards=1))
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    removed, kept = count_lines(out_dir / "rejected"), count_lines(out_dir / "kept")
+    stats = json.loads((next(out_dir.glob("stats*"))).read_text().splitlines()[0])
+    return wall, {"kept": kept, "removed": removed, "clusters": stats["clusters"], "engine": f"{mode}, {workers} workers"}
 
 
-def run_thresher(input_path: str, out_dir: Path, workers: int, mode: str, max_rounds: int) -> tuple[float, dict]:
+def run_thresher(input_path: str, out_dir: Path, workers: int | None, mode: str, max_rounds: int) -> tuple[float, dict]:
     from thresher.pipeline.config import validate_config
     from thresher.pipeline.run import run_pipeline
 
     config = validate_config({
         "input": {"paths": [input_path], "format": "jsonl"},
         "output": str(out_dir),
-        "runner": {"name": "direct", "options": {"direct_running_mode": mode, "direct_num_workers": workers}},
+        "runner": {"name": "direct", "options": _runner_options(workers, mode)},
         "output_options": {"shards": 8},
         "stages": [{"name": "exact_dedup"}, {"name": "minhash_dedup", "max_rounds": max_rounds}],
     })
     start = time.perf_counter()
     result = run_pipeline(config)
-    return time.perf_counter() - start, result.stats
+    wall = time.perf_counter() - start
+    totals = result.stats["totals"]
+    if not result.accounted or totals["quarantined"]:
+        raise SystemExit(f"accounting failed: {totals}, {result.stats['shuffle_problems']}")
+    engine = result.stats["local_runner"]
+    return wall, {"kept": totals["kept"], "removed": totals["rejected"],
+                  "clusters": sum(stage.get("clusters", 0) for stage in result.stats["stages"]),
+                  "engine": f"{engine['mode']}, {engine['workers']} workers ({mode})"}
 
 
 def count_lines(prefix: Path) -> int:
     return sum(sum(1 for _ in f.open()) for f in prefix.parent.glob(prefix.name + "*"))
+
+
+def measured(fn) -> tuple[float, float, dict, float]:
+    """(wall s, CPU s of this process and every process it started, result, peak MB of all)."""
+    self0, kids0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    with TreeMemory() as memory:
+        wall, result = fn()
+    self1, kids1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum(getattr(b, f) - getattr(a, f) for a, b in ((self0, self1), (kids0, kids1)) for f in ("ru_utime", "ru_stime"))
+    return wall, cpu, result, memory.peak_mb
+
+
+def output_files(out_dir: Path) -> dict[str, bytes]:
+    return {f"{p.parent.name}/{p.name}": p.read_bytes() for kind in ("kept", "rejected")
+            for p in sorted((out_dir / kind).glob("*.gz"))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -233,15 +268,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--doc-bytes", type=int, default=2000)
     parser.add_argument("--dup-rate", type=float, default=0.1)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--mode", choices=["multi_processing", "in_memory", "multi_threading"], default="in_memory",
-                        help="DirectRunner mode (multi_processing lost grouped data at 1M documents: docs/benchmarks.md)")
+    parser.add_argument("--workers", type=int, default=None, help="local workers (default: the runner's choice)")
+    parser.add_argument("--mode", choices=["default", "multi_processing", "in_memory"], default="default",
+                        help="DirectRunner mode; default: the local runner's own choice by input size")
+    parser.add_argument("--compare", action="store_true",
+                        help="run twice on the same corpus: one process (in_memory) and the default engine, and "
+                             "say whether their output files are byte-identical")
     parser.add_argument("--workdir", default=None, help="where the corpus and outputs go (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-rounds", type=int, default=20, help="connected-components rounds unrolled")
     parser.add_argument("--files", type=int, default=1,
                         help="split the corpus into this many input files (thresher reshuffles the documents of "
-                             "fewer than 16 files, which puts every document through the runner)")
+                             "fewer than 16 files, in batches)")
     parser.add_argument("--through", choices=["transform", "thresher"], default="transform",
                         help="the minhash_dedup transform alone, or the whole `thresher run` (exact + minhash)")
     args = parser.parse_args(argv)
@@ -251,41 +289,40 @@ def main(argv: list[str] | None = None) -> None:
     corpus, text_bytes, family, gen_s = corpus_for(workdir, args)
     inputs = split_corpus(corpus, args.docs, args.files)
     planted = int(np.count_nonzero(family != np.arange(len(family))))
-    out_dir = workdir / "out"
-    if args.through == "transform":
-        with TreeMemory() as memory:
-            wall = run(inputs, out_dir, args.workers, args.mode, args.max_rounds)
-        removed = count_lines(out_dir / "rejected")
-        kept = count_lines(out_dir / "kept")
-        stats = json.loads((next(out_dir.glob("stats*"))).read_text().splitlines()[0])
-    else:
-        with TreeMemory() as memory:
-            wall, run_stats = run_thresher(inputs, out_dir, args.workers, args.mode, args.max_rounds)
-        totals = run_stats["totals"]
-        if not totals["accounted"] or totals["quarantined"]:
-            raise SystemExit(f"accounting failed: {totals}")
-        kept, removed = totals["kept"], totals["rejected"]
-        stats = {"clusters": sum(stage.get("clusters", 0) for stage in run_stats["stages"])}
-    if removed + kept != args.docs:
-        raise SystemExit(f"accounting failed: {kept} kept + {removed} removed != {args.docs} documents")
-    # every removal should point into its own family; a removal outside it is a false merge
-    pairs = removal_pairs(out_dir, args.through)
-    if len(pairs) != removed:
-        raise SystemExit(f"{len(pairs)} rejection records for {removed} removals")
-    index = lambda doc_id: int(doc_id[1:])  # noqa: E731 - "d000001234" -> 1234
-    correct = sum(family[index(a)] == family[index(b)] for a, b in pairs)
-    planted_removed = sum(family[index(a)] != index(a) for a, _ in pairs)
-    self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    through = "thresher" if args.compare else args.through
+    engines = [("in_memory", 1), ("default", args.workers)] if args.compare else [(args.mode, args.workers)]
+    rows, outputs = [], {}
+    for mode, workers in engines:
+        out_dir = workdir / f"out-{mode}"
+        runner = run_thresher if through == "thresher" else run
+        wall, cpu, result, peak = measured(lambda: runner(inputs, out_dir, workers, mode, args.max_rounds))
+        if result["removed"] + result["kept"] != args.docs:
+            raise SystemExit(f"accounting failed: {result['kept']} kept + {result['removed']} removed != {args.docs}")
+        # every removal should point into its own family; a removal outside it is a false merge
+        pairs = removal_pairs(out_dir, through)
+        if len(pairs) != result["removed"]:
+            raise SystemExit(f"{len(pairs)} rejection records for {result['removed']} removals")
+        index = lambda doc_id: int(doc_id[1:])  # noqa: E731 - "d000001234" -> 1234
+        correct = sum(family[index(a)] == family[index(b)] for a, b in pairs)
+        planted_removed = sum(family[index(a)] != index(a) for a, _ in pairs)
+        rows.append((result, wall, cpu, peak, len(pairs) - correct, planted_removed / max(planted, 1)))
+        if through == "thresher":
+            outputs[mode] = output_files(out_dir)
 
     print(f"corpus: {args.docs:,} generated documents, {text_bytes / 1e6:.0f} MB of text, {planted:,} planted "
-          f"near-duplicates in {args.files} file(s) (generation {gen_s:.0f}s, 0 = reused; not timed below); through: {args.through}; runner: DirectRunner {args.mode}, "
-          f"{args.workers} workers, {os.cpu_count()} CPUs\n")
-    print("| docs | MB text | planted near-dups | removed | false merges | planted recall | kept | clusters | wall s | MB/s | docs/s | peak RSS main MB | peak RSS worker MB | peak RSS all MB |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {args.docs:,} | {text_bytes / 1e6:.0f} | {planted:,} | {removed:,} | {removed - correct:,} | "
-          f"{planted_removed / max(planted, 1):.4f} | {kept:,} | {stats['clusters']:,} | "
-          f"{wall:.0f} | {text_bytes / 1e6 / wall:.2f} | {args.docs / wall:,.0f} | {self_rss:,.0f} | {child_rss:,.0f} | {memory.peak_mb:,.0f} |")
+          f"near-duplicates in {args.files} file(s) (generation {gen_s:.0f}s, 0 = reused; not timed below); "
+          f"through: {through}; {os.cpu_count()} CPUs\n")
+    print("| docs | engine | MB text | removed | false merges | planted recall | kept | clusters | wall s | CPU s | MB/s | docs/s | peak RSS all MB |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for result, wall, cpu, peak, false, recall in rows:
+        print(f"| {args.docs:,} | {result['engine']} | {text_bytes / 1e6:.0f} | {result['removed']:,} | {false:,} | "
+              f"{recall:.4f} | {result['kept']:,} | {result['clusters']:,} | {wall:.0f} | {cpu:.0f} | "
+              f"{text_bytes / 1e6 / wall:.2f} | {args.docs / wall:,.0f} | {peak:,.0f} |")
+    if args.compare:
+        (_, base, *_), (_, default, *_) = rows
+        same = outputs["in_memory"] == outputs["default"]
+        print(f"\ndefault engine / one process, wall: {default / base:.2f}x; byte-identical kept/ and rejected/: "
+              f"{'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,14 @@ filters, its 4-step MinHash dedup, tokenization) in the same script run. Usage:
 Corpus: `shared_corpus.mixed_corpus` (the real WikiText articles and Common Crawl pages from
 ../shared/data, topped up with generated documents), written as 16 JSON-lines files.
 
+``--engines`` compares thresher with itself instead: the local runner's default engine (a worker
+process per core from 16 MB of input) against one process (``direct_running_mode: in_memory``) on
+the acceptance pipeline of issue 14 (normalize, gopher_repetition, c4_quality, pii, exact_dedup,
+minhash_dedup), same corpus, alternating, ``--repeats`` times; wall time, CPU time of every process,
+peak memory of all of them, and whether the output files are byte-identical:
+
+    python -P bench/end_to_end.py --engines --docs 26400 --repeats 3
+
 Both sides tokenize with a model trained once beforehand on the same deterministic sample (every
 k-th document), outside the timing: thresher a SentencePiece BPE model (`model_path`), datatrove a
 Hugging Face `tokenizers` SentencePiece-style BPE of the same vocabulary size (datatrove's
@@ -80,6 +88,60 @@ def thresher_run(folder: Path, out: Path, model_path: Path, workers: int, mode: 
             "kept": result.stats["totals"]["kept"], "tokens": tokens, "stages": result.stats["stages"]}
 
 
+ENGINE_STAGES = [{"name": "normalize"}, {"name": "gopher_repetition"}, {"name": "c4_quality"}, {"name": "pii"},
+                 {"name": "exact_dedup"}, {"name": "minhash_dedup"}]
+
+
+def engines(args) -> int:
+    """One process against the default local engine, same script, same corpus."""
+    import statistics
+
+    from dedup_scale import measured
+
+    docs, real = mixed_corpus(args.docs)
+    runs: dict[str, list] = {"one process (in_memory)": [], "default engine": []}
+    outputs = {}
+    with tempfile.TemporaryDirectory(prefix="thresher-engines-") as tmp_name:
+        tmp = Path(tmp_name)
+        size = write_parts(docs, tmp / "in", args.files)
+        for repeat in range(args.repeats):
+            order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
+            for name in order:
+                options = {"direct_running_mode": "in_memory"} if name.startswith("one") else {}
+                out = tmp / ("one" if name.startswith("one") else "default")
+                config = validate_config({"input": {"paths": [str(tmp / "in" / "part-*.jsonl")]}, "output": str(out),
+                                          "stages": ENGINE_STAGES, "runner": {"name": "direct", "options": options}})
+
+                def run_once(config=config):
+                    start = time.perf_counter()
+                    result = run_pipeline(config)
+                    return time.perf_counter() - start, result
+
+                wall, cpu, result, peak = measured(run_once)
+                if not result.accounted:
+                    raise RuntimeError(f"run in {out} lost documents: {result.stats['totals']}")
+                runs[name].append((wall, cpu, peak, result.stats))
+                outputs[name] = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.glob("*/*.jsonl.gz"))}
+                print(f"repeat {repeat + 1}, {name}: {wall:.1f} s", file=sys.stderr)
+    same = outputs["one process (in_memory)"] == outputs["default engine"]
+    base = statistics.median(r[0] for r in runs["one process (in_memory)"])
+    engine = runs["default engine"][0][3].get("local_runner")
+    print(f"\n{len(docs):,} documents ({real:,} real, the rest generated), {size / 1e6:.1f} MB in {args.files} "
+          f"JSON-lines files; stages: {', '.join(s['name'] for s in ENGINE_STAGES)}; {os.cpu_count()} CPUs; "
+          f"median of {args.repeats}; default engine: {engine}\n")
+    print("| engine | wall s | vs one process | CPU s (all processes) | peak RSS MB (all processes) | kept | rejected | quarantined |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, rows in runs.items():
+        wall = statistics.median(r[0] for r in rows)
+        cpu = statistics.median(r[1] for r in rows)
+        peak = max(r[2] for r in rows)
+        t = rows[0][3]["totals"]
+        print(f"| {name} | {wall:.1f} | {wall / base:.2f}x | {cpu:.1f} | {peak:,.0f} | {t['kept']:,} | "
+              f"{t['rejected']:,} | {t['quarantined']:,} |")
+    print(f"\nbyte-identical kept/, rejected/ and quarantine/ files: {'yes' if same else 'NO'}")
+    return 0
+
+
 def datatrove(python: str, *args: str) -> dict:
     proc = subprocess.run([python, str(PEER_SCRIPT), *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -98,7 +160,12 @@ def main() -> int:
     parser.add_argument("--tokenizer-sample", type=int, default=3000, help="documents the tokenizers train on")
     parser.add_argument("--mp-workers", type=int, default=2, help="also run multi_processing with N workers; 0: skip")
     parser.add_argument("--lid-model", default=str(DEFAULT_LID), help="lid.176 fastText model for datatrove")
+    parser.add_argument("--engines", action="store_true",
+                        help="no datatrove: the default local engine against one process (see the module docstring)")
+    parser.add_argument("--repeats", type=int, default=3, help="with --engines: runs of each engine")
     args = parser.parse_args()
+    if args.engines:
+        return engines(args)
     for path, what in ((args.datatrove_python, "datatrove venv python"), (args.lid_model, "lid.176 model")):
         if not Path(path).exists():
             parser.error(f"{what} {path} does not exist (lid.176: `thresher models fetch lid176`)")
