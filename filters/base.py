@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 Document = dict[str, Any]
 
@@ -67,6 +67,8 @@ class Stage(BaseModel):
     name: ClassVar[str]
     #: "document" stages map a batch of documents to decisions; "corpus" stages are Beam PTransforms.
     kind: ClassVar[str] = "document"
+    #: the name as the config wrote it (a built-in's name, a plugin's, or "module:Class")
+    _config_name: str | None = PrivateAttr(default=None)
 
     def check(self) -> list[tuple[str, str]]:
         """Problems only the file system can reveal (a model file that is missing, say), as

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("thresher.pipeline.commands:run_command", "run a curation pipeline from a YAML config"),
     "demo": ("thresher.pipeline.demo:demo_command", "generate the demo corpus and run the demo pipeline on it"),
     "validate": ("thresher.pipeline.commands:validate_command", "check a config, list every problem with its YAML path"),
+    "stages": ("thresher.pipeline.reference:stages_command", "stages [NAME ...]: list the built-in and plugin stages, or show a stage's keys"),
     "train": ("thresher.training.loop:train_command", "train a GPT on token shards from a training YAML (torchrun for ddp/fsdp)"),
     "report": ("thresher.pipeline.report:report_command", "report OUT_DIR: write a self-contained HTML report (funnel, reasons, scores, PII, dedup, tokens, training)"),
     "score": ("thresher.training.loop:score_command", "write per-document reference losses of a trained checkpoint over shards"),

@@ -132,7 +132,7 @@ class PipelineConfig(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude={"stages"})
-        data["stages"] = [{"name": s.name, **s.model_dump(mode="json")} for s in self.stages]
+        data["stages"] = [{"name": s._config_name or s.name, **s.model_dump(mode="json")} for s in self.stages]
         return data
 
 
@@ -233,13 +233,17 @@ def build_stage(entry: Any, index: int, check_files: bool = True) -> tuple[Stage
     name = params.pop("name", None)
     if name is None:
         return None, [(f"{where}.name", "required key is missing; valid stages: " + ", ".join(registry.stage_names()))]
-    if name not in registry.STAGES:
-        return None, [(f"{where}.name", f"unknown stage {name!r}; valid stages: " + ", ".join(registry.stage_names()))]
-    cls = registry.stage_class(name)
+    if not isinstance(name, str):
+        return None, [(f"{where}.name", f"must be a stage name (got {type(name).__name__})")]
+    try:
+        cls = registry.stage_class(name)
+    except (registry.StageNotFound, TypeError) as exc:
+        return None, [(f"{where}.name", str(exc))]
     try:
         stage = cls(**params)
     except ValidationError as exc:
         return None, _errors(exc, cls, ("stages", index))
+    stage._config_name = name  # the name as written: a plugin's name or a "module:Class" reference
     try:
         problems = stage.check() if check_files else []
     except OSError as exc:  # a URL no installed file system reads (storage.StorageError), a network error

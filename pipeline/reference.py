@@ -84,12 +84,53 @@ def render_reference() -> str:
     ]
     for title, model in (("input", InputConfig), ("runner", RunnerConfig), ("output_options", OutputConfig)):
         lines += ["", f"## `{title}`", "", *model_table(model)]
-    lines += ["", "## Stages", ""]
-    for name in registry.stage_names():
-        cls = registry.stage_class(name)
-        summary = (inspect.getdoc(cls) or "").strip().split("\n\n")[0].replace("\n", " ")
-        lines += [f"### `{name}` ({cls.kind} stage)", "", summary, "", *model_table(cls), ""]
+    lines += ["", "## Stages", "",
+              "Built-in stages below. A stage of your own is named by its class, `name: package.module:Class`, or by",
+              "the name an installed plugin registers in the `thresher.stages` entry-point group (docs/filters.md,",
+              "\"Stages of your own\"); `thresher stages` lists every stage this installation has.", ""]
+    for name in sorted(registry.STAGES):
+        lines += stage_section(name)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def stage_section(name: str) -> list[str]:
+    cls = registry.stage_class(name)
+    return [f"### `{name}` ({cls.kind} stage)", "", summary(cls), "", *model_table(cls), ""]
+
+
+def summary(cls: type) -> str:
+    return (inspect.getdoc(cls) or "").strip().split("\n\n")[0].replace("\n", " ")
+
+
+def stages_command(argv: list[str]) -> int:
+    """`thresher stages [NAME ...]`: every stage this installation has (built-in, plugin), or the
+    keys of the named ones (a name may also be a "module:Class" reference)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="thresher stages", description="List the stages, or show one's keys.")
+    parser.add_argument("names", nargs="*", help="stage names or package.module:Class references")
+    args = parser.parse_args(argv)
+    if args.names:
+        for name in args.names:
+            try:
+                print("\n".join(stage_section(name)))
+            except (registry.StageNotFound, TypeError) as exc:
+                print(f"thresher stages: {exc}", file=sys.stderr)
+                return 1
+        return 0
+    names = registry.stage_names()
+    width = max(len(n) for n in names)
+    sources = {name: registry.stage_source(name) for name in names}
+    source_width = max(len(v) for v in sources.values())
+    for name in names:
+        try:
+            cls = registry.stage_class(name)
+            first = summary(cls).split(". ")[0]
+            line = f"{cls.kind:<8}  {first if len(first) <= 90 else first[:89] + '…'}"
+        except TypeError as exc:  # a broken plugin is listed with its problem, not hidden
+            line = f"BROKEN    {exc}"
+        print(f"{name:<{width}}  {sources[name]:<{source_width}}  {line}")
+    return 0
 
 
 if __name__ == "__main__":
