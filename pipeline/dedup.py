@@ -409,7 +409,8 @@ def _lost_data(stage_name: str, what: str) -> RuntimeError:
 
 class _AttachLeft:
     """u, [node records, candidates v] -> (v, (u, u's verification value)) once per distinct v.
-    Every document's node record passes here once: the stage's repeated-id check."""
+    Every document's node record passes through this grouping once, and a key with several node
+    records is always handed here (``unique=(0,)``): the stage's repeated-id check."""
 
     def __init__(self, stage_name: str, use_sets: bool):
         self.stage_name, self.use_sets = stage_name, use_sets
@@ -578,22 +579,22 @@ class _MinHashDedupTransform(beam.PTransform):
         if s.verify == "none":
             left = ((nodes, candidates)
                     | "CheckIds" >> GroupInBatches(f"{label}/check_ids", partitions, _AttachLeft(s.name, use_sets),
-                                                     packed=(0,)))
+                                                     packed=(0,), unique=(0,), drive=(1,)))
             edges = left | "Unverified" >> beam.Map(lambda e: (e[1][0], e[0]))
         else:
             similarity = _set_similarity if use_sets else s.signature_similarity()
             left = ((nodes, candidates)
                     | "JoinLeft" >> GroupInBatches(f"{label}/join_left", partitions, _AttachLeft(s.name, use_sets),
-                                                     packed=(0,)))
+                                                     packed=(0,), unique=(0,), drive=(1,)))
             edges = ((nodes, left)
                      | "Verify" >> GroupInBatches(f"{label}/verify", partitions,
                                                   _VerifyPairs(s.name, use_sets, similarity, s.threshold),
-                                                  packed=(0,)))
+                                                  packed=(0,), unique=(0,), drive=(1,)))
         labels = edges | "Components" >> ConnectedComponents(s.max_rounds, label=f"{label}/cc",
                                                              partitions=partitions, distinct=False)
         members = ((nodes, labels)
                    | "Members" >> GroupInBatches(f"{label}/members", partitions, _ClusterMembers(s.name),
-                                                   packed=(0,)))
+                                                   packed=(0,), unique=(0,), drive=(1,)))
         decided = (members | "Clusters" >> GroupInBatches(
             f"{label}/clusters", partitions, _PickKept(s.signature_similarity()),
             with_outputs=("sizes",), main="removals"))

@@ -205,21 +205,58 @@ def flush_packers(packers: Iterable[tuple[str | None, Packer]], final: bool = Fa
             yield item if output is None else beam.pvalue.TaggedOutput(output, item)
 
 
-def unpack(blobs: Iterable[bytes], tags: int, counts: dict[str, int] | None = None) -> dict[Any, list[list]]:
-    """Merge a partition's batches: key -> one list of values per tag. ``counts`` receives the
-    number of records per packer label."""
-    by_tag: list[dict[Any, list]] = [defaultdict(list) for _ in range(tags)]
+def unpack(blobs: Iterable[bytes], tags: int, counts: dict[str, int] | None = None,
+           unique: tuple[int, ...] = (), drive: tuple[int, ...] | None = None) -> Iterator[tuple[Any, list[list]]]:
+    """A partition's batches merged: (key, one list of values per tag) for every key. ``counts``
+    receives the number of records per packer label.
+
+    ``unique``: tags whose keys are expected once each (node records, say): they are built with a
+    C-speed ``dict(items)``, and a key that does occur several times is still handed to the reduce
+    with all its values. ``drive``: only keys present in these tags are visited (the others have
+    nothing to do), plus any repeated key of a ``unique`` tag."""
+    items_by_tag: list[list] = [[] for _ in range(tags)]
     for blob in blobs:
         label, tag, items = pickle.loads(blob)
         if counts is not None:
             counts[label] = counts.get(label, 0) + len(items)
-        into = by_tag[tag]
-        for key, value in items:
-            into[key].append(value)
-    if tags == 1:
-        return {key: [values] for key, values in by_tag[0].items()}
-    keys = set().union(*by_tag)
-    return {key: [d.get(key, []) for d in by_tag] for key in keys}
+        items_by_tag[tag].append(items)
+    by_tag: list[dict] = []
+    repeated: dict[int, dict[Any, list]] = {}
+    for tag, lists in enumerate(items_by_tag):
+        if tag in unique:
+            single = dict(item for items in lists for item in items)
+            if len(single) < sum(len(items) for items in lists):  # rare: collect the repeats
+                many: dict[Any, list] = defaultdict(list)
+                for items in lists:
+                    for key, value in items:
+                        many[key].append(value)
+                repeated[tag] = {k: v for k, v in many.items() if len(v) > 1}
+            by_tag.append(single)
+        else:
+            grouped: dict[Any, list] = defaultdict(list)
+            for items in lists:
+                for key, value in items:
+                    grouped[key].append(value)
+            by_tag.append(grouped)
+    if tags == 1 and not unique:
+        for key, values in by_tag[0].items():
+            yield key, [values]
+        return
+    visit = set().union(*(by_tag[t] for t in (range(tags) if drive is None else drive)))
+    for more in repeated.values():
+        visit.update(more)
+    empty: list = []
+    for key in visit:
+        values = []
+        for tag, d in enumerate(by_tag):
+            if tag in unique:
+                if tag in repeated and key in repeated[tag]:
+                    values.append(repeated[tag][key])
+                else:
+                    values.append([d[key]] if key in d else empty)
+            else:
+                values.append(d.get(key, empty))
+        yield key, values
 
 
 class UnpackGroups(beam.DoFn):
@@ -235,8 +272,10 @@ class UnpackGroups(beam.DoFn):
     groupings in a row with no Beam element per record between them."""
 
     def __init__(self, label: str, tags: int = 1, reduce: Callable | None = None,
-                 pack_as: tuple[str, int] | None = None):
+                 pack_as: tuple[str, int] | None = None, unique: tuple[int, ...] = (),
+                 drive: tuple[int, ...] | None = None):
         self.label, self.tags, self.reduce, self.pack_as = label, tags, reduce, pack_as
+        self.unique, self.drive = unique, drive
 
     def setup(self):
         self.counters: dict[str, Any] = {}
@@ -265,18 +304,17 @@ class UnpackGroups(beam.DoFn):
     def _outputs(self, element):
         _, blobs = element
         counts: dict[str, int] = {}
-        groups = unpack(blobs, self.tags, counts)
-        for source, n in counts.items():
-            if source not in self.counters:
-                self.counters[source] = shuffle_counter(source, f"unpacked/{self.label}")
-            self.counters[source].inc(n)
-        for key, values in groups.items():
+        for key, values in unpack(blobs, self.tags, counts, self.unique, self.drive):
             if self.reduce is not None:
                 out = self.reduce(key, values)
                 if out is not None:
                     yield from out
             else:
                 yield (key, values[0] if self.tags == 1 else values)
+        for source, n in counts.items():
+            if source not in self.counters:
+                self.counters[source] = shuffle_counter(source, f"unpacked/{self.label}")
+            self.counters[source].inc(n)
 
 
 class GroupInBatches(beam.PTransform):
@@ -286,15 +324,17 @@ class GroupInBatches(beam.PTransform):
 
     ``packed`` lists the inputs that are already (partition, blob) batches, made by a ``Packer``
     whose tag is the input's position and whose partition count is ``partitions``. ``pack_as``
-    packs the main outputs for a following grouping (see ``UnpackGroups``)."""
+    packs the main outputs for a following grouping; ``unique`` and ``drive`` say which keys
+    the reduce needs to see (see ``unpack``)."""
 
     def __init__(self, label: str, partitions: int, reduce: Callable | None = None,
                  with_outputs: tuple[str, ...] = (), main: str = "main", packed: tuple[int, ...] = (),
-                 pack_as: str | None = None):
+                 pack_as: str | None = None, unique: tuple[int, ...] = (), drive: tuple[int, ...] | None = None):
         super().__init__()
         self.label, self.partitions, self.reduce = label, partitions, reduce
         self.with_outputs, self.main, self.packed = with_outputs, main, packed
         self.pack_as = (pack_as, partitions) if pack_as else None
+        self.unique, self.drive = unique, drive
 
     def expand(self, inputs):
         many = isinstance(inputs, (list, tuple))
@@ -305,7 +345,8 @@ class GroupInBatches(beam.PTransform):
         # the element type is stated: Beam's inference sees a DoFn's tagged outputs as its main one
         batches = batches | "FlattenBatches" >> beam.Flatten().with_output_types(Tuple[int, bytes])
         grouped = batches | "GroupPartitions" >> beam.GroupByKey()
-        unpack_fn = beam.ParDo(UnpackGroups(self.label, len(pcolls) if many else 1, self.reduce, self.pack_as))
+        unpack_fn = beam.ParDo(UnpackGroups(self.label, len(pcolls) if many else 1, self.reduce, self.pack_as,
+                                             self.unique, self.drive))
         if self.with_outputs:
             return grouped | "Unpack" >> unpack_fn.with_outputs(*self.with_outputs, main=self.main)
         return grouped | "Unpack" >> unpack_fn

@@ -101,3 +101,23 @@ def test_counts_reach_the_run_stats(tmp_path):
                               "stages": [{"name": "exact_dedup"}]})
     result = run_pipeline(config)
     assert result.accounted and result.stats["shuffle_problems"] == [] and result.stats["totals"]["rejected"] == 27
+
+
+def test_unique_and_drive_visit_what_the_reduce_needs():
+    """drive=(1,): only keys with tag-1 values are visited, and a key repeated in a unique tag is
+    always visited with all its values (the repeated-id check depends on it)."""
+    from thresher.pipeline.shuffle import Packer, unpack
+
+    nodes, edges = Packer("nodes", 1, tag=0), Packer("edges", 1, tag=1)
+    for key in ("a", "b", "c", "d"):
+        nodes.add(key, f"node-{key}")
+    nodes.add("d", "another-d")
+    edges.add("a", "x")
+    edges.add("zz", "y")
+    blobs = [blob for _, blob in nodes.batches() + edges.batches()]
+    counts = {}
+    seen = dict(unpack(blobs, 2, counts, unique=(0,), drive=(1,)))
+    assert seen == {"a": [["node-a"], ["x"]], "zz": [[], ["y"]], "d": [["node-d", "another-d"], []]}
+    assert counts == {"nodes": 5, "edges": 2}
+    everything = dict(unpack(blobs, 2))
+    assert sorted(everything) == ["a", "b", "c", "d", "zz"] and sorted(everything["d"][0]) == ["another-d", "node-d"]
