@@ -126,18 +126,28 @@ _BLOCK_MASKS: dict[tuple, tuple[weakref.ref, object]] = {}
 
 
 def _flex_document_attention(q, k, v, doc_ids, window, global_tokens):
-    batch, _, seq, _ = q.shape
-    key = (window, global_tokens, batch, seq, q.device)
+    block_mask = _cached_block_mask(doc_ids, q.shape[0], q.shape[2], q.device, window, global_tokens)
+    compiling = torch.compiler.is_compiling()
+    fn = _compiled_flex() if q.device.type == "cuda" and not compiling else flex_attention
+    return fn(q, k, v, block_mask=block_mask)
+
+
+@torch.compiler.disable
+def _cached_block_mask(doc_ids, batch, seq, device, window, global_tokens):
+    """The block mask, built outside any compiled graph. Traced into a compiled model (torch 2.13,
+    CPU) the document mask gave attention outputs 0.5 off, the sliding-window mask with global
+    tokens failed to lower, and the cache's global dict made the model recompile on its second
+    batch. Out here the cache also serves every layer of a compiled model, at the price of one graph
+    break per layer."""
+    key = (window, global_tokens, batch, seq, device)
     cached = _BLOCK_MASKS.get(key)
     if doc_ids is not None and cached is not None and cached[0]() is doc_ids:
-        block_mask = cached[1]
-    else:
-        block_mask = _document_block_mask(doc_ids, batch, seq, q.device, window, global_tokens)
-        if doc_ids is not None:
-            _BLOCK_MASKS.clear()
-            _BLOCK_MASKS[key] = (weakref.ref(doc_ids), block_mask)
-    fn = _compiled_flex() if q.device.type == "cuda" else flex_attention
-    return fn(q, k, v, block_mask=block_mask)
+        return cached[1]
+    block_mask = _document_block_mask(doc_ids, batch, seq, device, window, global_tokens)
+    if doc_ids is not None:
+        _BLOCK_MASKS.clear()
+        _BLOCK_MASKS[key] = (weakref.ref(doc_ids), block_mask)
+    return block_mask
 
 
 def _document_block_mask(doc_ids, batch, seq, device, window, global_tokens):
@@ -154,7 +164,18 @@ def _document_block_mask(doc_ids, batch, seq, device, window, global_tokens):
         return allowed
 
     # Compiled on CUDA so the mask is built block by block, never as a (seq x seq) tensor.
-    return create_block_mask(mask_mod, batch, None, seq, seq, device=device, _compile=device.type == "cuda")
+    build = _compiled_create_block_mask() if device.type == "cuda" else create_block_mask
+    return build(mask_mod, batch, None, seq, seq, device=device)
+
+
+def _compiled_create_block_mask() -> Callable:
+    global _CREATE_BLOCK_MASK_COMPILED
+    if _CREATE_BLOCK_MASK_COMPILED is None:
+        _CREATE_BLOCK_MASK_COMPILED = torch.compile(create_block_mask)
+    return _CREATE_BLOCK_MASK_COMPILED
+
+
+_CREATE_BLOCK_MASK_COMPILED = None
 
 
 class SlidingWindowAttention(AttentionVariant):
