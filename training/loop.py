@@ -277,12 +277,17 @@ def stream_split(paths: list[Path], val_location: str | None) -> tuple[list[Path
     return paths[:-1], DocumentPool.from_shards(paths[-1:])
 
 
+def known_peak_flops(device_name: str) -> tuple[str, float] | None:
+    """(the PEAK_FLOPS entry matched, its bf16 dense FLOP/s) for a CUDA device name, or None."""
+    return next(((k, v) for k, v in PEAK_FLOPS.items() if k in device_name), None)
+
+
 def peak_flops(cfg: TrainConfig, device: torch.device) -> float | None:
     if cfg.peak_tflops:
         return cfg.peak_tflops * 1e12
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+        known = known_peak_flops(torch.cuda.get_device_name(device))
+        return known[1] if known else None
     return None
 
 
