@@ -182,7 +182,10 @@ def resolve_device(requested: str, smoke: bool) -> str:
     import torch
 
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():  # a 124M model and a 32k sweep on CPU would run for hours
+            raise SystemExit("gpu_suite: torch sees no GPU; --smoke runs the tiny CPU rehearsal "
+                             "(--device cpu runs the full sizes on CPU anyway)")
+        return "cuda"
     if requested == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_suite: --device cuda, but torch sees no GPU")
     return requested
