@@ -469,7 +469,8 @@ def phase_attention(args, s: Settings, out: Path, deadline: float) -> None:
                dtype="bf16" if gpu else "fp32", documents=f"packed, mean length {s.mean_doc}",
                params={name: bench_attention.VARIANTS.get(name, {}) for name in variants},
                sdpa_one_document="sdpa with no document ids: the fused causal kernel (FlashAttention on CUDA)",
-               measure=f"min of {s.repeats} forward+backward after one warm-up; peak = "
+               measure=f"min of {s.repeats} forward+backward after one warm-up (which builds the FlexAttention "
+                       "block mask, reused by the repeats as by a model's layers); peak = "
                        + ("torch.cuda.max_memory_allocated growth" if gpu else "peak RSS growth of a forked child"),
                cells=cells)
     # on CPU the FlexAttention check runs after the sweep: each cell runs in a forked child, and a
@@ -566,9 +567,12 @@ def run_phase(name: str, budget: float, args, argv: list[str]) -> dict[str, Any]
         try:
             rc: int | None = proc.wait(timeout=budget)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
             rc = None
+        try:  # also after a normal exit: workers it left behind would hold CPU and GPU memory
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
     wall = time.perf_counter() - started
     result = read_json(args.out / "phases" / f"{name}.json")
     if rc is None:
@@ -642,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return run_child(args, s)
 
+    unknown = set(args.phases.split(",")) - set(PHASES)
+    if unknown:
+        p.error(f"--phases: unknown {sorted(unknown)}; choose from {', '.join(PHASES)}")
     phases = [name for name in PHASES if name in args.phases.split(",")]
     budget = args.budget_s or s.budget_s
     path = args.out / RESULT_NAME

@@ -50,7 +50,8 @@ def test_smoke_run_measures_every_phase(tmp_path):
     assert train["shards"]["tokens"] > 10_000 and train["shards"]["documents"] > 10
     m = train["model"]
     assert train["flops_per_token"] == 6 * m["params"] + 12 * m["layers"] * train["seq_len"] * m["width"]
-    assert train["steps"] == 25 and train["timed_steps"] == 25 - train["warmup_steps"]
+    # 25 steps unless a very slow compile ran into the phase's time limit first
+    assert 5 <= train["timed_steps"] == train["steps"] - train["warmup_steps"] and train["steps"] <= 25
     # the compile is in the first step, outside the timed window
     assert train["first_step_s"] > 5 * train["step_ms"]["median"] / 1e3
     assert train["tokens_per_s"] == pytest.approx(
@@ -58,7 +59,8 @@ def test_smoke_run_measures_every_phase(tmp_path):
     assert train["mfu"] == pytest.approx(train["tokens_per_s"] * train["flops_per_token"] / 1e12, rel=1e-3)
     assert 0 <= train["loader_share"] < 1
     assert train["loss"]["last_10_steps"] < train["loss"]["first_step"]
-    assert (tmp_path / "smoke" / "work" / "train" / "run" / "checkpoints" / "step-000025" / "COMPLETE").is_file()
+    checkpoint = f"step-{train['steps']:06d}"
+    assert (tmp_path / "smoke" / "work" / "train" / "run" / "checkpoints" / checkpoint / "COMPLETE").is_file()
 
     attention = phases["attention"]
     assert attention["status"] == "ok", attention
