@@ -285,7 +285,7 @@ def train_figures(metrics_csv: Path, rec: dict[str, Any]) -> dict[str, Any]:
         "first_step_s": round(step_s[0], 3), "warmup_s": round(sum(step_s[:warm]), 3),
         "tokens_per_s": round(tokens_per_s, 1),
         "target_tokens_per_s": round(target_tokens / window, 1),
-        "mfu": round(tokens_per_s * rec["flops_per_token"] / peak, 4) if peak else None,
+        "mfu": round(tokens_per_s * rec["flops_per_token"] / peak, 6) if peak else None,
         "loader_share": round(sum(timed_data) / window, 5),
         "step_ms": {"median": round(1e3 * statistics.median(timed), 2),
                     "p90": round(1e3 * sorted(timed)[int(0.9 * (len(timed) - 1))], 2), "max": round(1e3 * max(timed), 2)},
