@@ -260,4 +260,3 @@ def test_unknown_variant_and_bad_parameters_are_clear_errors():
         build_attention("performer", D, feature=3)
     with pytest.raises(ValueError, match="buckets must be even"):
         build_attention("reformer", D, buckets=3)
-
