@@ -13,6 +13,7 @@ torch.cuda.max_memory_allocated over the run.
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing as mp
 import resource
 import time
@@ -86,21 +87,36 @@ def measure(name: str, seq: int, args) -> tuple[float, float]:
     return min(times), max(peak, 0) / 2**20
 
 
+def failure_text(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:160]}" if lines else type(exc).__name__
+
+
 def _child(conn, name, seq, args):
     try:
         conn.send(measure(name, seq, args))
     except Exception as exc:  # an OOM or an unsupported size is a table entry, not a crash
-        conn.send(f"{type(exc).__name__}")
+        conn.send(failure_text(exc))
     conn.close()
+
+
+def allow_recompiles() -> None:
+    """FlexAttention and its block masks are compiled per shape (``dynamic=False``): a sweep over 7
+    lengths x 2 variants exceeds dynamo's default of 8 recompiles, after which flex_attention runs
+    eagerly, materialises the whole score matrix and fails at long lengths for the wrong reason."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
 
 
 def run_isolated(name: str, seq: int, args):
     if args.device == "cuda":  # CUDA cannot be re-initialised in forked children; peak stats reset instead
         try:
             return measure(name, seq, args)
-        except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            return "OOM"
+        except Exception as exc:  # an OOM or a kernel that fails to compile is a table entry, not a crash
+            failure = "OOM" if isinstance(exc, torch.OutOfMemoryError) else failure_text(exc)
+        # out of the except block the traceback, and the tensors its frames hold, are gone
+        gc.collect()
+        torch.cuda.empty_cache()
+        return failure
     parent, child = mp.Pipe()
     proc = mp.get_context("fork").Process(target=_child, args=(child, name, seq, args))
     proc.start()
@@ -130,6 +146,7 @@ def main() -> None:
     lengths = args.lengths or ([512, 1024, 2048, 4096, 8192, 16384, 32768] if gpu else [256, 512, 1024, 2048, 4096, 8192])
     if gpu:
         torch.set_float32_matmul_precision("high")
+        allow_recompiles()
     torch.set_num_threads(torch.get_num_threads())
 
     results: dict[str, dict[int, object]] = {name: {} for name in args.variants}

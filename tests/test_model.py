@@ -93,3 +93,25 @@ def test_loss_falls_in_a_few_dozen_steps():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_compiled_model_on_flex_attention_matches_eager_in_one_graph():
+    # The CUDA training path (FlexAttention block masks inside a torch.compile'd model), run forward
+    # on CPU where FlexAttention has a forward. Before the fixes: outputs 0.2-0.6 off eager (mask
+    # traced into the graph; then strided q/k/v), a recompile on every new batch (a guard on the mask
+    # cache), and a graph break inside the layer loop that left GPT.forward uncompiled (one frame per
+    # block). Now: one break before the loop (the mask is built outside the graph), two graphs.
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    flex, dense = tiny("sdpa", {"use_flex": True}), tiny("sdpa")
+    compiled = torch.compile(flex.eval())
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        for cut in (20, 45):
+            ids = torch.randint(0, VOCAB, (2, 64), generator=g)
+            docs = (torch.arange(64) >= cut).long().expand(2, 64).contiguous()
+            torch.testing.assert_close(compiled(ids, docs)[0], dense.eval()(ids, docs)[0], atol=1e-4, rtol=1e-4)
+    assert counters["stats"]["unique_graphs"] == 2

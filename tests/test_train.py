@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +149,9 @@ def test_loss_falls_and_metrics_are_written(shards, tmp_path):
     cfg = parse_train_config(tiny_config(shards, out, steps=30, eval_every=10))
     result = train(cfg)
     rows = read_metrics(out)
-    assert list(rows[0]) == ["step", "loss", "lr", "tokens_per_s", "val_loss", "elapsed_s"]
+    assert list(rows[0]) == ["step", "loss", "lr", "tokens_per_s", "val_loss", "elapsed_s", "step_s", "data_s"]
     assert [int(r["step"]) for r in rows] == list(range(1, 31))
+    assert all(0 <= float(r["data_s"]) < float(r["step_s"]) for r in rows)
     losses = [float(r["loss"]) for r in rows]
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3]), losses
     vals = [float(r["val_loss"]) for r in rows if r["val_loss"]]
@@ -183,6 +185,45 @@ def test_streaming_uniform_sampler_trains_from_the_shard_stream(shards, tmp_path
     rows = read_metrics(out)
     assert len(rows) == 20 and float(rows[-1]["val_loss"]) < float(rows[9]["val_loss"]) + 0.5
     assert np.mean([float(r["loss"]) for r in rows[-3:]]) < float(rows[0]["loss"])
+
+
+def test_data_s_is_the_time_blocked_on_the_loader(shards, tmp_path, monkeypatch):
+    from thresher.training import loop
+
+    next_batch = loop.StreamFeed.next_batch
+
+    def slow(self, rows, seq_len):
+        time.sleep(0.05)
+        return next_batch(self, rows, seq_len)
+
+    monkeypatch.setattr(loop.StreamFeed, "next_batch", slow)
+    out = tmp_path / "slow"
+    train(parse_train_config(tiny_config(shards, out, steps=4, grad_accum=2, eval_every=100,
+                                         sampler={"name": "uniform", "stream": True})))
+    rows = read_metrics(out)
+    # two micro-batches per step, each 50 ms late; the rest of a tiny step is much shorter
+    assert all(0.1 <= float(r["data_s"]) <= float(r["step_s"]) for r in rows), rows
+    assert all(float(r["data_s"]) / float(r["step_s"]) > 0.5 for r in rows[1:]), rows
+
+
+def test_stop_after_seconds_stops_every_rank_and_checkpoints(shards, tmp_path):
+    out = tmp_path / "timed"
+    result = train(parse_train_config(tiny_config(shards, out, steps=1000, stop_after_seconds=1e-6)))
+    assert result["step"] == 1 and len(read_metrics(out)) == 1
+    assert (out / "checkpoints" / "step-000001" / "model.safetensors").is_file()
+
+
+def test_per_document_losses_reach_the_cpu_only_for_a_sampler_that_uses_them(shards, tmp_path, monkeypatch):
+    from thresher.training import loop
+
+    calls = []
+    real = loop.per_document_losses
+    monkeypatch.setattr(loop, "per_document_losses", lambda *a: calls.append(1) or real(*a))
+    train(parse_train_config(tiny_config(shards, tmp_path / "u", steps=3, eval_every=100)))
+    assert calls == []  # uniform: no copy of the losses to the CPU (it would wait for the GPU)
+    train(parse_train_config(tiny_config(shards, tmp_path / "a", steps=3, eval_every=100,
+                                         sampler={"name": "active"})))
+    assert len(calls) == 3
 
 
 def test_example_config_validates():

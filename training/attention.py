@@ -95,9 +95,14 @@ def dense_mask(
 
 
 class AttentionVariant(nn.Module):
-    """Base: subclasses implement ``forward(q, k, v, doc_ids)``."""
+    """Base: subclasses implement ``forward(q, k, v, doc_ids, prepared=None)``."""
 
     causal_safe = True
+
+    def prepare(self, doc_ids: torch.Tensor | None, batch: int, seq: int, device: torch.device):
+        """What all layers of one forward pass can share (the FlexAttention block mask), built once by
+        the model before its layers and passed to ``forward`` as ``prepared``; None: nothing to share."""
+        return None
 
 
 class SDPAAttention(AttentionVariant):
@@ -111,33 +116,54 @@ class SDPAAttention(AttentionVariant):
             return False
         return device.type == "cuda" if self.use_flex is None else self.use_flex
 
-    def forward(self, q, k, v, doc_ids=None):
+    def prepare(self, doc_ids, batch, seq, device):
+        if doc_ids is None or not self._flex(device):
+            return None
+        return _cached_block_mask(doc_ids, batch, seq, device, None, 0)
+
+    def forward(self, q, k, v, doc_ids=None, prepared=None):
         if doc_ids is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         if self._flex(q.device):
-            return _flex_document_attention(q, k, v, doc_ids, window=None, global_tokens=0)
+            return _flex_document_attention(q, k, v, doc_ids, None, 0, prepared)
         mask = dense_mask(doc_ids, q.shape[-2], q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-# Every layer of one forward pass sees the same doc_ids tensor: build its block mask once. The entry
-# holds a weak reference, so a new batch (even at a reused address) never gets a stale mask.
+# Attention called repeatedly on the same doc_ids tensor (layers without a prepared mask, benchmark
+# repeats) builds its block mask once. The entry holds a weak reference, so a new batch (even at a
+# reused address) never gets a stale mask.
 _BLOCK_MASKS: dict[tuple, tuple[weakref.ref, object]] = {}
 
 
-def _flex_document_attention(q, k, v, doc_ids, window, global_tokens):
-    batch, _, seq, _ = q.shape
-    key = (window, global_tokens, batch, seq, q.device)
+def _flex_document_attention(q, k, v, doc_ids, window, global_tokens, block_mask=None):
+    if block_mask is None:
+        block_mask = _cached_block_mask(doc_ids, q.shape[0], q.shape[2], q.device, window, global_tokens)
+    # Contiguous inputs: with the whole model in one compiled graph (torch 2.13, CPU), FlexAttention
+    # on RoPE'd q, k and the strided v view of the fused qkv projection returned values 0.2 off;
+    # strided inputs have also given wrong gradients on CUDA (pytorch/pytorch#146377).
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    compiling = torch.compiler.is_compiling()
+    fn = _compiled_flex() if q.device.type == "cuda" and not compiling else flex_attention
+    return fn(q, k, v, block_mask=block_mask)
+
+
+@torch.compiler.disable
+def _cached_block_mask(doc_ids, batch, seq, device, window, global_tokens):
+    """The block mask, built outside any compiled graph. Traced into a compiled model (torch 2.13,
+    CPU) the document mask gave attention outputs 0.5 off, the sliding-window mask with global
+    tokens failed to lower, and the cache's global dict made the model recompile on its second
+    batch. The model calls this once per forward, before its layer loop (``prepare``): a graph break
+    inside the loop makes dynamo run the model's whole forward eagerly, one compiled frame per block."""
+    key = (window, global_tokens, batch, seq, device)
     cached = _BLOCK_MASKS.get(key)
     if doc_ids is not None and cached is not None and cached[0]() is doc_ids:
-        block_mask = cached[1]
-    else:
-        block_mask = _document_block_mask(doc_ids, batch, seq, q.device, window, global_tokens)
-        if doc_ids is not None:
-            _BLOCK_MASKS.clear()
-            _BLOCK_MASKS[key] = (weakref.ref(doc_ids), block_mask)
-    fn = _compiled_flex() if q.device.type == "cuda" else flex_attention
-    return fn(q, k, v, block_mask=block_mask)
+        return cached[1]
+    block_mask = _document_block_mask(doc_ids, batch, seq, device, window, global_tokens)
+    if doc_ids is not None:
+        _BLOCK_MASKS.clear()
+        _BLOCK_MASKS[key] = (weakref.ref(doc_ids), block_mask)
+    return block_mask
 
 
 def _document_block_mask(doc_ids, batch, seq, device, window, global_tokens):
@@ -154,7 +180,18 @@ def _document_block_mask(doc_ids, batch, seq, device, window, global_tokens):
         return allowed
 
     # Compiled on CUDA so the mask is built block by block, never as a (seq x seq) tensor.
-    return create_block_mask(mask_mod, batch, None, seq, seq, device=device, _compile=device.type == "cuda")
+    build = _compiled_create_block_mask() if device.type == "cuda" else create_block_mask
+    return build(mask_mod, batch, None, seq, seq, device=device)
+
+
+def _compiled_create_block_mask() -> Callable:
+    global _CREATE_BLOCK_MASK_COMPILED
+    if _CREATE_BLOCK_MASK_COMPILED is None:
+        _CREATE_BLOCK_MASK_COMPILED = torch.compile(create_block_mask)
+    return _CREATE_BLOCK_MASK_COMPILED
+
+
+_CREATE_BLOCK_MASK_COMPILED = None
 
 
 class SlidingWindowAttention(AttentionVariant):
@@ -166,10 +203,18 @@ class SlidingWindowAttention(AttentionVariant):
             raise ValueError(f"sliding_window: global_tokens must be >= 0, got {global_tokens}")
         self.window, self.global_tokens, self.use_flex = window, global_tokens, use_flex
 
-    def forward(self, q, k, v, doc_ids=None):
-        use_flex = (q.device.type == "cuda") if self.use_flex is None else self.use_flex
-        if use_flex and flex_attention is not None:
-            return _flex_document_attention(q, k, v, doc_ids, self.window, self.global_tokens)
+    def _flex(self, device: torch.device) -> bool:
+        use_flex = (device.type == "cuda") if self.use_flex is None else self.use_flex
+        return use_flex and flex_attention is not None
+
+    def prepare(self, doc_ids, batch, seq, device):
+        if not self._flex(device):
+            return None
+        return _cached_block_mask(doc_ids, batch, seq, device, self.window, self.global_tokens)
+
+    def forward(self, q, k, v, doc_ids=None, prepared=None):
+        if self._flex(q.device):
+            return _flex_document_attention(q, k, v, doc_ids, self.window, self.global_tokens, prepared)
         mask = dense_mask(doc_ids, q.shape[-2], q.device, self.window, self.global_tokens)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
@@ -210,7 +255,7 @@ class PerformerAttention(AttentionVariant):
             shift = proj.amax(dim=(-1, -2), keepdim=True)
         return torch.exp(proj - sq - shift.detach()) / math.sqrt(self.features)
 
-    def forward(self, q, k, v, doc_ids=None):
+    def forward(self, q, k, v, doc_ids=None, prepared=None):
         # exp() random features and long prefix sums need fp32: bf16 autocast is switched off here.
         with torch.autocast(q.device.type, enabled=False):
             return self._forward(q.float(), k.float(), v.float(), doc_ids).to(q.dtype)
@@ -274,7 +319,7 @@ class LinformerAttention(AttentionVariant):
         self.proj_k = nn.Parameter((torch.rand(rank, chunk, generator=gen) * 2 - 1) * bound)
         self.proj_v = nn.Parameter((torch.rand(rank, chunk, generator=gen) * 2 - 1) * bound)
 
-    def forward(self, q, k, v, doc_ids=None):
+    def forward(self, q, k, v, doc_ids=None, prepared=None):
         batch, heads, seq, dim = q.shape
         c, r = self.chunk, self.rank
         docs = doc_ids if doc_ids is not None else torch.zeros(batch, seq, dtype=torch.long, device=q.device)
@@ -333,7 +378,7 @@ class ReformerAttention(AttentionVariant):
         rot = torch.einsum("bhtd,ndr->nbhtr", kn, self.rotations.float())
         return torch.cat([rot, -rot], dim=-1).argmax(dim=-1)
 
-    def forward(self, q, k, v, doc_ids=None):
+    def forward(self, q, k, v, doc_ids=None, prepared=None):
         batch, heads, seq, dim = q.shape
         c = self.chunk
         docs = doc_ids if doc_ids is not None else torch.zeros(batch, seq, dtype=torch.long, device=q.device)

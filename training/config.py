@@ -128,6 +128,9 @@ class TrainConfig(_Strict):
     tensorboard: bool = True
     #: stop after this many steps of this invocation (to test resume); None = run to `steps`
     stop_after: int | None = Field(None, ge=1)
+    #: stop (and checkpoint) after the first step that ends this many wall-clock seconds into this
+    #: invocation: a time-budgeted run such as bench/gpu_suite.py's; None = no limit
+    stop_after_seconds: float | None = Field(None, gt=0)
 
     @field_validator(*SHORT_FORMS, mode="before")
     @classmethod

@@ -5,7 +5,8 @@ each document's mean token loss under a trained model (the reference loss curric
 Per step: the sampler picks documents, the packer fills ``batch_size / world / grad_accum`` rows per
 micro-batch, the loss (importance-weighted for the active sampler) is averaged over target tokens,
 gradients are accumulated, clipped, and AdamW steps under warmup + cosine. ``OUT/metrics.csv`` gets
-``step, loss, lr, tokens_per_s, val_loss, elapsed_s`` (val_loss on evaluation steps only).
+``step, loss, lr, tokens_per_s, val_loss, elapsed_s, step_s, data_s`` (val_loss on evaluation steps
+only; ``data_s`` is the part of the step spent waiting for the batch from the loader).
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ from .samplers import (
     split_validation,
 )
 
-#: bf16 dense peak FLOP/s by device-name fragment, for the MFU estimate.
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12}
-#: elapsed_s: wall-clock seconds of training (all invocations of a resumed run), evaluation included
-METRIC_COLUMNS = ["step", "loss", "lr", "tokens_per_s", "val_loss", "elapsed_s"]
+#: bf16 dense (no sparsity) peak FLOP/s by device-name fragment, for the MFU estimate; the first
+#: fragment found in torch.cuda.get_device_name() wins, so the PCIe / NVL parts come before the SXM ones.
+PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H200 NVL": 835e12, "H200": 989e12, "H100": 989e12,
+              "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 70e12}
+#: elapsed_s: wall-clock seconds of training (all invocations of a resumed run), evaluation included;
+#: step_s: this step's seconds (what tokens_per_s divides by); data_s: its seconds blocked on the loader
+METRIC_COLUMNS = ["step", "loss", "lr", "tokens_per_s", "val_loss", "elapsed_s", "step_s", "data_s"]
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -232,12 +236,13 @@ class StreamFeed:
     is checkpointed like the packer's."""
 
     def __init__(self, paths: list[Path], rows: int, seq_len: int, seed: int, rank: int, world: int,
-                 num_workers: int, shuffle_buffer: int):
+                 num_workers: int, shuffle_buffer: int, pin_memory: bool = False):
         from .data import ShardDataset, ShardLoader
 
         self.dataset = ShardDataset([str(p) for p in paths], seq_len, batch_size=rows, seed=seed, rank=rank,
                                     world_size=world, shuffle_buffer=shuffle_buffer, drop_last=True)
-        self.loader = ShardLoader(self.dataset, num_workers=num_workers)
+        # Pinned batches: a copy from pageable memory waits for the GPU's queued work first.
+        self.loader = ShardLoader(self.dataset, num_workers=num_workers, pin_memory=pin_memory)
         self.rows, self.seq_len = rows, seq_len
         self._items = None
 
@@ -272,12 +277,17 @@ def stream_split(paths: list[Path], val_location: str | None) -> tuple[list[Path
     return paths[:-1], DocumentPool.from_shards(paths[-1:])
 
 
+def known_peak_flops(device_name: str) -> tuple[str, float] | None:
+    """(the PEAK_FLOPS entry matched, its bf16 dense FLOP/s) for a CUDA device name, or None."""
+    return next(((k, v) for k, v in PEAK_FLOPS.items() if k in device_name), None)
+
+
 def peak_flops(cfg: TrainConfig, device: torch.device) -> float | None:
     if cfg.peak_tflops:
         return cfg.peak_tflops * 1e12
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+        known = known_peak_flops(torch.cuda.get_device_name(device))
+        return known[1] if known else None
     return None
 
 
@@ -324,7 +334,7 @@ def _train(cfg: TrainConfig, device: torch.device, world: Distributed) -> dict[s
     if streaming:
         sampler = Sampler(0, cfg.seed, world.rank, world.world)  # draws nothing: the stream picks documents
         packer = StreamFeed(train_paths, rows_per_micro, cfg.seq_len, cfg.seed, world.rank, world.world,
-                            cfg.sampler.num_workers, cfg.sampler.shuffle_buffer)
+                            cfg.sampler.num_workers, cfg.sampler.shuffle_buffer, pin_memory=device.type == "cuda")
     else:
         sampler = build_sampler(cfg.sampler, train_pool, cfg.steps, cfg.seed, world.rank, world.world)
         packer = Packer(train_pool, sampler)
@@ -354,19 +364,22 @@ def _train(cfg: TrainConfig, device: torch.device, world: Distributed) -> dict[s
             t0 = time.perf_counter()
             sampler.set_step(step)
             seq = sampler.seq_len_at(step, cfg.seq_len)
-            loss_sum, tokens = 0.0, 0
+            loss_sum, tokens, data_s = torch.zeros((), device=device), 0, 0.0
             for micro in range(cfg.grad_accum):
+                t_data = time.perf_counter()
                 batch = packer.next_batch(rows_per_micro, seq)
+                data_s += time.perf_counter() - t_data
                 weights = sampler.weights(batch.doc_index)
                 sync = micro == cfg.grad_accum - 1 or cfg.parallel != "ddp"
                 with contextlib.nullcontext() if sync else compiled.no_sync():
                     loss, per_pos = batch_loss(compiled, batch, device, autocast_dtype, weights)
                     (loss / cfg.grad_accum).backward()
-                docs, doc_losses = per_document_losses(batch.doc_index, batch.targets, per_pos)
-                sampler.update(docs, doc_losses)
-                valid = batch.targets != -100
-                loss_sum += float(per_pos[valid.to(per_pos.device)].sum())
-                tokens += int(valid.sum())
+                if sampler.uses_losses:  # a copy to the CPU: it waits for the GPU
+                    docs, doc_losses = per_document_losses(batch.doc_index, batch.targets, per_pos)
+                    sampler.update(docs, doc_losses)
+                # ignored positions (target -100) have loss 0: the sum stays on the device, no sync
+                loss_sum += per_pos.float().sum()
+                tokens += int((batch.targets != -100).sum())
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(wrapped.parameters(), cfg.optim.grad_clip)
             lr = optimizer.param_groups[0]["lr"]
@@ -377,10 +390,15 @@ def _train(cfg: TrainConfig, device: torch.device, world: Distributed) -> dict[s
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0
-            train_loss = world.mean(loss_sum / max(tokens, 1))
+            train_loss = world.mean(float(loss_sum) / max(tokens, 1))
             tokens_per_s = world.mean(tokens / seconds) * world.world
             row: dict[str, Any] = {"step": step, "loss": f"{train_loss:.6f}", "lr": f"{lr:.6e}",
-                                   "tokens_per_s": f"{tokens_per_s:.1f}"}
+                                   "tokens_per_s": f"{tokens_per_s:.1f}", "step_s": f"{seconds:.6f}",
+                                   "data_s": f"{data_s:.6f}"}
+            # every rank stops at the same step (a rank that stopped alone would hang the others)
+            if cfg.stop_after_seconds is not None and world.mean(
+                    float(time.perf_counter() - started >= cfg.stop_after_seconds)) > 0:
+                end = step
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 val_loss = evaluate(compiled, val_pool, cfg, device, autocast_dtype)
                 row["val_loss"] = f"{val_loss:.6f}"

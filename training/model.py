@@ -113,11 +113,11 @@ class SelfAttention(nn.Module):
         self.attn = build_attention(attention, cfg.head_dim, **attention_params)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, doc_ids: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, doc_ids: torch.Tensor | None, prepared=None) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.rotary(q), self.rotary(k)
-        y = self.attn(q, k, v, doc_ids)
+        y = self.attn(q, k, v, doc_ids, prepared)
         return self.dropout(self.proj(y.transpose(1, 2).reshape(b, t, c)))
 
 
@@ -141,8 +141,8 @@ class Block(nn.Module):
         self.norm2 = make_norm(cfg.norm, cfg.width)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, doc_ids: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), doc_ids)
+    def forward(self, x: torch.Tensor, doc_ids: torch.Tensor | None, prepared=None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), doc_ids, prepared)
         return x + self.mlp(self.norm2(x))
 
 
@@ -185,11 +185,14 @@ class GPT(nn.Module):
         """Logits (batch, seq, vocab), and the cross-entropy on ``targets`` when given (positions
         with target -100 are ignored; ``reduction="none"`` gives per-position losses)."""
         x = self.drop(self.embed(input_ids))
+        # built once for every layer (all layers run the same variant), before the loop: under
+        # torch.compile a graph break inside the loop would leave this whole forward uncompiled
+        prepared = self.blocks[0].attn.attn.prepare(doc_ids, *input_ids.shape, input_ids.device)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(block, x, doc_ids, use_reentrant=False)
+                x = checkpoint(block, x, doc_ids, prepared, use_reentrant=False)
             else:
-                x = block(x, doc_ids)
+                x = block(x, doc_ids, prepared)
         logits = F.linear(self.norm(x), self.embed.weight)  # tied embeddings
         if targets is None:
             return logits, None

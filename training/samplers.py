@@ -146,6 +146,9 @@ def split_validation(pool_paths: list[Path], val_location: str | None) -> tuple[
 class Sampler:
     """Draws document indices; ``rank``/``world`` give each data-parallel process its own stream."""
 
+    #: whether ``update`` uses the per-document losses (the loop copies them to the CPU only then)
+    uses_losses = False
+
     def __init__(self, n_docs: int, seed: int, rank: int = 0, world: int = 1):
         self.n_docs, self.rank, self.world = n_docs, rank, world
         self.generator = torch.Generator().manual_seed(seed * 1000003 + rank)
@@ -251,6 +254,8 @@ class CurriculumSampler(Sampler):
 
 
 class ActiveSampler(Sampler):
+    uses_losses = True
+
     def __init__(self, pool: DocumentPool, cfg: ActiveSamplerConfig, seed: int, rank: int = 0, world: int = 1):
         super().__init__(len(pool), seed, rank, world)
         self.cfg = cfg
