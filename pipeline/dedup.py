@@ -344,9 +344,12 @@ class _Signatures(ParkingDoFn):
     def __init__(self, stage: "MinHashDedup", directory: str, label: str, partitions: int):
         super().__init__(directory)
         self.stage, self.label, self.partitions = stage, label, partitions
+        # chosen here, at graph construction: datasketch's parameter search imports scipy, which
+        # would cost every worker process a second at start-up
+        self.banding = stage.banding()
 
     def setup(self):
-        self.hasher = self.stage.hasher()
+        self.hasher = self.stage.hasher(self.banding)
         self.no_shingles = Metrics.counter(self.stage.name, "docs_without_shingles")
 
     def start_bundle(self):
@@ -548,10 +551,10 @@ class MinHashDedup(CorpusStage):
 
         return optimal_bands(self.threshold, self.num_perm, self.false_positive_weight, self.false_negative_weight)
 
-    def hasher(self):
+    def hasher(self, banding: tuple[int, int] | None = None):
         from thresher.filters.minhash import MinHasher
 
-        return MinHasher(self.num_perm, self.ngram, self.shingle, self.seed, self.scheme, *self.banding())
+        return MinHasher(self.num_perm, self.ngram, self.shingle, self.seed, self.scheme, *(banding or self.banding()))
 
     def signature_similarity(self) -> _SignatureSimilarity:
         return _SignatureSimilarity(4 if self.scheme == "affine32" else 8)
