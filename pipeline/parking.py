@@ -27,10 +27,10 @@ from thresher.filters.base import Document
 from thresher.pipeline.io import SPILL_DIR
 from thresher.pipeline.shuffle import GroupInBatches
 
-#: text a parking DoFn buffers before it writes a file: small enough that a stage reading the
-#: files back gets several per worker to share out, large enough to keep objects few (2,000 per
-#: 32 GB of text)
-PARK_BYTES = 16 << 20
+#: text a parking DoFn buffers before it writes a file: small enough that the stage reading the
+#: files back has several per worker to share out evenly (the files are its unit of work), large
+#: enough to keep objects few (8,000 per 32 GB of text)
+PARK_BYTES = 4 << 20
 
 
 def spill_directory(output_dir: str, label: str) -> str:
