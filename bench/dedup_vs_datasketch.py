@@ -5,7 +5,7 @@ user starts them, in the same script run, alternating, repeated:
     python -P bench/dedup_vs_datasketch.py --docs 66000 --doc-bytes 740 --repeats 3
 
 thresher runs twice per repeat: with the local runner's default (a worker process per core above
-16 MB of input) and forced to one process (``direct_running_mode: in_memory``). Wall time is the
+128 MB / cores of input) and forced to one process (``direct_running_mode: in_memory``). Wall time is the
 command's; CPU time is user + system of the command and every process it started. Quality: the
 corpus generator knows each document's family (``bench/dedup_scale.py``), so a removal whose kept
 document is from another family is a false merge, and planted recall is the share of planted

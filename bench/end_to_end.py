@@ -9,7 +9,7 @@ Corpus: `shared_corpus.mixed_corpus` (the real WikiText articles and Common Craw
 ../shared/data, topped up with generated documents), written as 16 JSON-lines files.
 
 ``--engines`` compares thresher with itself instead: the local runner's default engine (a worker
-process per core from 16 MB of input) against one process (``direct_running_mode: in_memory``) on
+process per core from 128 MB / cores of input) against one process (``direct_running_mode: in_memory``) on
 the acceptance pipeline of issue 14 (normalize, gopher_repetition, c4_quality, pii, exact_dedup,
 minhash_dedup), same corpus, alternating, ``--repeats`` times; wall time, CPU time of every process,
 peak memory of all of them, and whether the output files are byte-identical:

@@ -77,7 +77,7 @@ class RunnerConfig(_Strict):
     name: str = "direct"
     #: Beam pipeline options (e.g. direct_num_workers, direct_running_mode, project, region);
     #: flags after `--` on the command line override them. The local runner's default mode is
-    #: chosen by input size: in_memory below 16 MB, else multi_processing with a worker per core
+    #: chosen by input size: in_memory below 128 MB / cores (64 MB on 2 cores, at least 8 MB), else multi_processing with a worker per core
     options: dict[str, Any] = Field(default_factory=dict)
     #: batches per grouping in the corpus stages (dedup): records of one grouping travel as this
     #: many batches per bundle; never changes results. Default: 8 per local worker, 2048 on

@@ -13,10 +13,14 @@ window and keeps the timer (it only matters for streaming latency). ``stream_los
 reproduces the race on any stream class, so a test fails if a Beam upgrade makes the fix stop
 applying.
 
-Mode choice ("auto", the default): ``in_memory`` (one process, one core) below
-``MULTI_PROCESS_MIN_BYTES`` of input, where starting worker processes costs more than it saves;
-above it ``multi_processing`` with one worker process per core. Either can be forced with
-``runner.options.direct_running_mode`` / ``direct_num_workers`` or the same flags after ``--``.
+Mode choice (the default): ``in_memory`` (one process, one core) below ``multi_process_min_bytes``
+of input, where starting worker processes and coordinating them per stage costs more than the
+second core saves; from there ``multi_processing`` with one worker process per core. Measured on 2
+cores (docs/benchmarks.md, issue 14): one process wins at 41-47 MB, a worker per core at 149 MB
+(0.84x the wall time) and 1.9 GB (0.65x); the fixed cost grows slowly with the core count while the
+gain grows with it, so the threshold (64 MB on 2 cores) falls as 128 MB / cores, to 8 MB at 16.
+Either mode can be forced with ``runner.options.direct_running_mode`` / ``direct_num_workers`` or
+the same flags after ``--``.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ import threading
 import time
 from typing import Any
 
-#: input bytes from which a local run starts one worker process per core (measured in
-#: docs/benchmarks.md, issue 14: below it the ~3 s start-up of the workers outweighs the gain)
-MULTI_PROCESS_MIN_BYTES = 16 << 20
+#: input bytes per core from which a local run starts one worker process per core (see above)
+MULTI_PROCESS_BYTES_X_CORES = 128 << 20
+MULTI_PROCESS_FLOOR_BYTES = 8 << 20
+
+
+def multi_process_min_bytes(cores: int) -> int:
+    return max(MULTI_PROCESS_FLOOR_BYTES, MULTI_PROCESS_BYTES_X_CORES // max(cores, 1))
 
 _WRITE_METHODS = ("write", "write_byte", "write_var_int64", "write_var_int32", "write_bigendian_int64",
                   "write_bigendian_uint64", "write_bigendian_int32", "write_bigendian_int16",
@@ -120,7 +128,7 @@ def direct_options(options: dict[str, Any], size: int, cores: int | None = None)
     cores = cores or os.cpu_count() or 1
     out = dict(options)
     if "direct_running_mode" not in out:
-        out["direct_running_mode"] = ("multi_processing" if cores > 1 and size >= MULTI_PROCESS_MIN_BYTES
+        out["direct_running_mode"] = ("multi_processing" if cores > 1 and size >= multi_process_min_bytes(cores)
                                       else "in_memory")
     if out["direct_running_mode"] == "in_memory":
         out.setdefault("direct_num_workers", 1)

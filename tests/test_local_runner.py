@@ -8,7 +8,7 @@ import pytest
 
 from conftest import read_output, write_jsonl
 from thresher.pipeline.config import validate_config
-from thresher.pipeline.local_runner import MULTI_PROCESS_MIN_BYTES, direct_options
+from thresher.pipeline.local_runner import direct_options, multi_process_min_bytes
 from thresher.pipeline.run import run_pipeline
 
 LOST = "from thresher.pipeline.local_runner import close_data_stream_race, stream_loses_writes\n"
@@ -36,10 +36,14 @@ def test_without_the_fix_beams_data_stream_loses_writes():
 
 
 def test_the_default_mode_follows_input_size_and_cores():
-    small, large = MULTI_PROCESS_MIN_BYTES - 1, MULTI_PROCESS_MIN_BYTES
+    assert multi_process_min_bytes(2) == 64 << 20 and multi_process_min_bytes(8) == 16 << 20
+    assert multi_process_min_bytes(64) == 8 << 20  # a floor: tiny inputs stay in one process
+    small, large = (16 << 20) - 1, 16 << 20
     assert direct_options({}, small, cores=8) == {"direct_running_mode": "in_memory", "direct_num_workers": 1}
     assert direct_options({}, large, cores=8) == {"direct_running_mode": "multi_processing", "direct_num_workers": 8}
-    assert direct_options({}, large, cores=1)["direct_running_mode"] == "in_memory"
+    assert direct_options({}, large, cores=2)["direct_running_mode"] == "in_memory"
+    assert direct_options({}, 64 << 20, cores=2)["direct_running_mode"] == "multi_processing"
+    assert direct_options({}, 1 << 40, cores=1)["direct_running_mode"] == "in_memory"
     # the user's choices win
     assert direct_options({"direct_running_mode": "in_memory"}, large, cores=8)["direct_num_workers"] == 1
     assert direct_options({"direct_num_workers": 3}, large, cores=8)["direct_num_workers"] == 3
