@@ -4,8 +4,9 @@ user starts them, in the same script run, alternating, repeated:
 
     python -P bench/dedup_vs_datasketch.py --docs 66000 --doc-bytes 740 --repeats 3
 
-thresher runs twice per repeat: with the local runner's default (a worker process per core above
-128 MB / cores of input) and forced to one process (``direct_running_mode: in_memory``). Wall time is the
+thresher runs three times per repeat: with the local runner's default (a worker process per core from
+128 MB / cores of input, else one process), forced to one process (``direct_running_mode:
+in_memory``) and forced to a worker per core (``multi_processing``). Wall time is the
 command's; CPU time is user + system of the command and every process it started. Quality: the
 corpus generator knows each document's family (``bench/dedup_scale.py``), so a removal whose kept
 document is from another family is a false merge, and planted recall is the share of planted
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     corpus, text_bytes, family, _ = corpus_for(workdir, args)
     configs = {}
-    for name, options in (("default", {}), ("in_memory", {"direct_running_mode": "in_memory"})):
+    for name, options in (("default", {}), ("in_memory", {"direct_running_mode": "in_memory"}),
+                          ("multi_processing", {"direct_running_mode": "multi_processing"})):
         config = {"input": {"paths": [str(corpus)]}, "output": str(workdir / f"out-{name}"),
                   "runner": {"name": "direct", "options": options}, "stages": [{"name": "minhash_dedup"}]}
         configs[name] = workdir / f"{name}.yaml"
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         "thresher run (default engine)": [sys.executable, "-m", "thresher.pipeline", "run", str(configs["default"]), "--quiet"],
         "thresher run (in_memory, 1 process)": [sys.executable, "-m", "thresher.pipeline", "run",
                                                 str(configs["in_memory"]), "--quiet"],
+        "thresher run (multi_processing, a worker per core)": [sys.executable, "-m", "thresher.pipeline", "run",
+                                                               str(configs["multi_processing"]), "--quiet"],
         "datasketch script": [sys.executable, str(PEER), str(corpus), str(workdir / "datasketch-removed.tsv")],
     }
     results: dict[str, list[dict]] = {name: [] for name in commands}
@@ -87,13 +91,13 @@ def main(argv: list[str] | None = None) -> None:
             results[name].append(timed(commands[name]))
             print(f"repeat {repeat + 1} {name}: {results[name][-1]['wall']:.1f} s", file=sys.stderr)
 
-    runs = {name: json.loads((workdir / f"out-{key}" / "stats.json").read_text())
-            for name, key in (("thresher run (default engine)", "default"), ("thresher run (in_memory, 1 process)", "in_memory"))}
-    pairs = {name: removal_pairs(workdir / f"out-{key}", "thresher")
-             for name, key in (("thresher run (default engine)", "default"), ("thresher run (in_memory, 1 process)", "in_memory"))}
+    keys = {"thresher run (default engine)": "default", "thresher run (in_memory, 1 process)": "in_memory",
+            "thresher run (multi_processing, a worker per core)": "multi_processing"}
+    runs = {name: json.loads((workdir / f"out-{key}" / "stats.json").read_text()) for name, key in keys.items()}
+    pairs = {name: removal_pairs(workdir / f"out-{key}", "thresher") for name, key in keys.items()}
     with open(workdir / "datasketch-removed.tsv", encoding="utf-8") as fh:
         pairs["datasketch script"] = [tuple(line.rstrip("\n").split("\t")) for line in fh]
-    same = all((workdir / "out-default" / kind / f.name).read_bytes() == f.read_bytes()
+    same = all((workdir / f"out-{key}" / kind / f.name).read_bytes() == f.read_bytes() for key in ("default", "multi_processing")
                for kind in ("kept", "rejected") for f in (workdir / "out-in_memory" / kind).glob("*.gz"))
     ds = statistics.median(r["wall"] for r in results["datasketch script"])
     print(f"corpus: {args.docs:,} generated documents, {text_bytes / 1e6:.1f} MB of text, one JSON-lines file; "
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         peak = max(r["peak_mb"] for r in rows)
         removed, false, recall = quality(pairs[name], family)
         print(f"| {name} | {wall:.1f} | {wall / ds:.2f}x | {cpu:.1f} | {peak:,.0f} | {removed:,} | {false:,} | {recall:.4f} |")
-    print(f"\nthresher's two engines wrote byte-identical kept/ and rejected/ files: {'yes' if same else 'NO'}")
+    print(f"\nthresher's runs wrote byte-identical kept/ and rejected/ files: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":
