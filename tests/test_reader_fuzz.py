@@ -99,7 +99,8 @@ def check_item(item, where):
         assert isinstance(item["error"], str) and item["error"], where
         assert isinstance(item["raw_base64"], str), where
     else:
-        assert set(item) == {"id", "text", "source", "meta"}, where
+        assert set(item) == {"id", "text", "source", "meta", "origin"}, where
+        assert isinstance(item["origin"], str) and item["origin"].startswith(item["source"] + ":"), where
         assert isinstance(item["id"], str) and isinstance(item["source"], str) and isinstance(item["meta"], dict), where
         assert isinstance(item["text"], str) and item["text"].strip(), where
         item["text"].encode("utf-8")  # writable: no lone surrogates
