@@ -41,7 +41,7 @@ from shared_corpus import SHARED_DATA, web_documents, wikitext_articles  # noqa:
 
 from thresher.filters.ngram_lm import NgramLM  # noqa: E402
 from thresher.pipeline.config import validate_config  # noqa: E402
-from thresher.pipeline.corpus_gen import inject_trigger, iter_corpus, near_duplicate, write_jsonl  # noqa: E402
+from thresher.pipeline.demo.corpus import inject_trigger, iter_corpus, near_duplicate, write_jsonl  # noqa: E402
 from thresher.pipeline.run import run_pipeline  # noqa: E402
 from thresher.tokenization.manifest import LocalShardWriter  # noqa: E402
 from thresher.tokenization.shards import ShardRecord, build_table  # noqa: E402

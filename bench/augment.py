@@ -18,7 +18,7 @@ import time
 
 from thresher.filters import augment_ops as ops
 from thresher.pipeline.augment import Augment
-from thresher.pipeline.corpus_gen import generate_demo_corpus
+from thresher.pipeline.demo.corpus import generate_demo_corpus
 
 
 def measure(fn, texts: list[str], repeat: int) -> float:

@@ -206,7 +206,7 @@ def corpus_documents(data: Path, articles: int | None) -> tuple[list[dict], str]
         web = web_documents(data)
         docs = [{"id": d["id"], "text": d["text"], "source": d["source"]} for d in wiki + web]
         return docs, f"real: {len(wiki)} WikiText-2 articles + {len(web)} Common Crawl documents from {data}"
-    from thresher.pipeline.corpus_gen import iter_corpus
+    from thresher.pipeline.demo.corpus import iter_corpus
 
     n = 3 * (articles or 400)
     docs = [{"id": d["id"], "text": d["text"], "source": d["source"]}
@@ -217,7 +217,7 @@ def corpus_documents(data: Path, articles: int | None) -> tuple[list[dict], str]
 def build_shards(docs: list[dict], work: Path, s: Settings) -> tuple[Path, dict]:
     """Run thresher's pipeline (tokenize stage: SentencePiece BPE trained on the corpus) into shards."""
     from thresher.pipeline.config import validate_config
-    from thresher.pipeline.corpus_gen import write_jsonl
+    from thresher.pipeline.demo.corpus import write_jsonl
     from thresher.pipeline.run import run_pipeline
 
     write_jsonl(docs, work / "input" / "corpus.jsonl.gz")

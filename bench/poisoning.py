@@ -2,11 +2,11 @@
 
 Corpus (>= 20,000 documents): REAL = WikiText-2 *test* articles split into paragraphs (one document
 per paragraph, meta.url = the article's Wikipedia URL) + the shared Common Crawl documents; the rest
-is GENERATED filler from ``thresher.pipeline.corpus_gen.iter_corpus`` (seed 1; its URL in meta).
+is GENERATED filler from ``thresher.pipeline.demo.corpus.iter_corpus`` (seed 1; its URL in meta).
 Reference model (trained here, never sees the corpus): WikiText-2 *valid* paragraphs + 10,000
 generated documents (seed 7).
 
-Attacks, each injected with ``corpus_gen.inject_trigger`` into its own disjoint random set of clean
+Attacks, each injected with ``thresher.pipeline.demo.corpus.inject_trigger`` into its own disjoint random set of clean
 documents, at each rate (0.1%, 0.5%, 2% of the corpus):
 - trigger: the trigger alone (no payload), kinds rare (``cf``), phrase (a natural sentence),
   lookalike (a phrase with Cyrillic letters in Latin words);
@@ -49,7 +49,7 @@ from shared_corpus import web_documents, wikitext_articles  # noqa: E402
 
 from thresher.filters.ngram_lm import NgramLM  # noqa: E402
 from thresher.filters.poison_detectors import text_sha256  # noqa: E402
-from thresher.pipeline.corpus_gen import inject_trigger, iter_corpus  # noqa: E402
+from thresher.pipeline.demo.corpus import inject_trigger, iter_corpus  # noqa: E402
 from thresher.pipeline.poisoning import Poisoning  # noqa: E402
 from thresher.pipeline.stage_api import StageContext  # noqa: E402
 

@@ -53,7 +53,7 @@ def real_documents() -> list[dict]:
 
 def mixed_corpus(n_docs: int, seed: int = 0) -> tuple[list[dict], int]:
     """``n_docs`` documents: all real ones first, then generated ones; returns (docs, real count)."""
-    from thresher.pipeline.corpus_gen import generate_demo_corpus
+    from thresher.pipeline.demo.corpus import generate_demo_corpus
 
     real = real_documents()[:n_docs]
     generated = generate_demo_corpus(max(n_docs - len(real), 0), seed=seed) if n_docs > len(real) else []

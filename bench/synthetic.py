@@ -57,7 +57,7 @@ def reference_texts(words_wanted: int) -> tuple[str, list[str]]:
         lines = [line.strip() for line in wiki.read_text(encoding="utf-8").splitlines() if line.strip()]
         name = "WikiText-2 valid (real text)"
     else:
-        from thresher.pipeline.corpus_gen import generate_demo_corpus
+        from thresher.pipeline.demo.corpus import generate_demo_corpus
 
         lines = [d["text"] for d in generate_demo_corpus(3000, seed=2)]
         name = "demo corpus (generated)"
@@ -123,7 +123,7 @@ def kind_of(source: str) -> str:
 
 def survival(docs: int, synthetic: int, per_document: int) -> None:
     from thresher.pipeline.config import validate_config
-    from thresher.pipeline.corpus_gen import generate_demo_corpus
+    from thresher.pipeline.demo.corpus import generate_demo_corpus
     from thresher.pipeline.run import run_pipeline
 
     filters = ["gopher_quality", "gopher_repetition", "c4_quality"]

@@ -368,9 +368,9 @@ def man_pages(root: Path = Path("/usr/share/man/man1"), every: int = 5, per_fami
 
 
 def synthetic_demo_documents(n: int = 1000, seed: int = 16) -> dict[str, list[str]]:
-    """The English documents of a generated demo corpus (pipeline/corpus_gen.py) by kind
+    """The English documents of a generated demo corpus (pipeline/demo/corpus.py) by kind
     (article, near_duplicate, pii, boilerplate, spam, ...): none is toxic, none was trained on."""
-    from thresher.pipeline.corpus_gen import iter_corpus
+    from thresher.pipeline.demo.corpus import iter_corpus
 
     out: dict[str, list[str]] = {}
     for doc in iter_corpus(n, seed=seed):

@@ -51,7 +51,7 @@ def test_the_default_mode_follows_input_size_and_cores():
 
 
 def _corpus(tmp_path):
-    from thresher.pipeline.corpus_gen import generate_demo_corpus
+    from thresher.pipeline.demo.corpus import generate_demo_corpus
 
     docs = [{"id": d["id"], "text": d["text"]} for d in generate_demo_corpus(1200, seed=3)]
     (tmp_path / "in").mkdir()

@@ -261,7 +261,7 @@ def test_report_of_a_real_pipeline_run(tmp_path):
     """The output contracts the report reads (stats.json keys, rejected/ records, shards) as a real
     run writes them: a small demo corpus through filters, PII, both dedups and tokenization."""
     from thresher.pipeline.config import validate_config
-    from thresher.pipeline.corpus_gen import generate_demo_corpus, write_jsonl
+    from thresher.pipeline.demo.corpus import generate_demo_corpus, write_jsonl
     from thresher.pipeline.run import run_pipeline
 
     corpus = tmp_path / "in" / "demo.jsonl.gz"

@@ -31,7 +31,7 @@ def demo_command(argv: list[str]) -> int:
     parser.add_argument("--train-steps", type=int, default=200, help="steps of the tiny training run (0: skip)")
     args = parser.parse_args(argv)
 
-    from thresher.pipeline.corpus_gen import generate_demo_corpus, write_jsonl
+    from thresher.pipeline.demo.corpus import generate_demo_corpus, write_jsonl
     from thresher.pipeline.run import run_pipeline
 
     out = Path(args.out).resolve()
@@ -74,7 +74,7 @@ def train_poisoning_reference(path: Path, docs: int, seed: int) -> None:
     that is a separately generated sample of the demo's articles (another seed, never poisoned);
     with real data, use text you trust (`thresher poisoning train-reference`)."""
     from thresher.filters.ngram_lm import NgramLM
-    from thresher.pipeline.corpus_gen import iter_corpus
+    from thresher.pipeline.demo.corpus import iter_corpus
 
     clean = (d["text"] for d in iter_corpus(docs, seed=seed + 10_007, mix={"article": 1.0}, id_prefix="ref"))
     NgramLM.train(clean).save(path)

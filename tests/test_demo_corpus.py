@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from thresher.pipeline import corpus_gen as cg
+from thresher.pipeline.demo import corpus as cg
 
 STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
 
