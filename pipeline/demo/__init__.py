@@ -26,7 +26,9 @@ def demo_command(argv: list[str]) -> int:
     parser.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     parser.add_argument("--docs", type=int, default=3000, help="documents in the generated corpus")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None, help="DirectRunner worker processes (default: cores)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DirectRunner worker processes (default: the local runner's choice: one process for "
+                             "the demo's few MB)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     parser.add_argument("--train-steps", type=int, default=200, help="steps of the tiny training run (0: skip)")
     args = parser.parse_args(argv)
@@ -46,6 +48,8 @@ def demo_command(argv: list[str]) -> int:
                  f"stages.{poisoning}.reference_model={reference}"]
     if args.workers:
         overrides.append(f"runner.options.direct_num_workers={args.workers}")
+        if args.workers > 1:
+            overrides.append("runner.options.direct_running_mode=multi_processing")
     try:
         config = validate_config(apply_overrides(load_yaml(demo_config_path()), overrides + args.set))
         result = run_pipeline(config, show_progress=True)
