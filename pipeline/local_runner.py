@@ -1,8 +1,8 @@
 """The local DirectRunner: which mode a run gets, and the fix of a data-loss race in Beam's
 multi-process mode that thresher applies before it uses that mode.
 
-The race (Beam 2.77, ``apache_beam/runners/worker/data_plane.py``; the report is in
-docs/dataflow.md, "A data-loss race in Beam's local runner"): the runner-side data stream that feeds
+The race (Beam 2.77, ``apache_beam/runners/worker/data_plane.py``; the report for Beam is
+docs/beam-race.md): the runner-side data stream that feeds
 each bundle's input to a worker process is a ``TimeBasedBufferingClosableOutputStream``. A timer
 thread flushes it every second with ``callback(self.get()); self._clear()`` under a lock, while
 ``write()`` takes no lock, so bytes written between ``get()`` and ``_clear()`` are dropped without
@@ -19,12 +19,16 @@ second core saves; from there ``multi_processing`` with one worker process per c
 cores (docs/benchmarks.md, issue 14): one process wins at 41-47 MB, a worker per core at 149 MB
 (0.84x the wall time) and 1.9 GB (0.65x); the fixed cost grows slowly with the core count while the
 gain grows with it, so the threshold (64 MB on 2 cores) falls as 128 MB / cores, to 8 MB at 16.
+The multi-process mode holds every grouping's input in the runner process as well: its peak was
+5.3x the input size at 1,000,000 documents against 2.7x in one process, so a worker per core is
+only chosen when ``MULTI_PROCESS_MEMORY_X`` times the input fits in the memory available now.
 Either mode can be forced with ``runner.options.direct_running_mode`` / ``direct_num_workers`` or
 the same flags after ``--``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -33,6 +37,22 @@ from typing import Any
 #: input bytes per core from which a local run starts one worker process per core (see above)
 MULTI_PROCESS_BYTES_X_CORES = 128 << 20
 MULTI_PROCESS_FLOOR_BYTES = 8 << 20
+
+
+#: peak memory of a multi-process run as a multiple of its input size (measured: 5.3x at 1M documents)
+MULTI_PROCESS_MEMORY_X = 6
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new processes now (Linux MemAvailable; 0 if unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def multi_process_min_bytes(cores: int) -> int:
@@ -123,13 +143,20 @@ def input_bytes(files: list[tuple[str, str]]) -> int:
     return total
 
 
-def direct_options(options: dict[str, Any], size: int, cores: int | None = None) -> dict[str, Any]:
+def direct_options(options: dict[str, Any], size: int, cores: int | None = None,
+                   memory: int | None = None) -> dict[str, Any]:
     """Fill in the DirectRunner's mode and worker count (the user's choices win)."""
     cores = cores or os.cpu_count() or 1
+    memory = available_memory() if memory is None else memory
     out = dict(options)
     if "direct_running_mode" not in out:
+        fits = not memory or size * MULTI_PROCESS_MEMORY_X <= memory
+        if cores > 1 and size >= multi_process_min_bytes(cores) and not fits:
+            logging.getLogger("thresher").info(
+                "one process: a worker per core would need about %.1f GB for %.1f GB of input; %.1f GB is available",
+                size * MULTI_PROCESS_MEMORY_X / 1e9, size / 1e9, memory / 1e9)
         out["direct_running_mode"] = ("multi_processing" if cores > 1 and size >= multi_process_min_bytes(cores)
-                                      else "in_memory")
+                                      and fits else "in_memory")
     if out["direct_running_mode"] == "in_memory":
         out.setdefault("direct_num_workers", 1)
     else:

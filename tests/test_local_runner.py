@@ -39,11 +39,15 @@ def test_the_default_mode_follows_input_size_and_cores():
     assert multi_process_min_bytes(2) == 64 << 20 and multi_process_min_bytes(8) == 16 << 20
     assert multi_process_min_bytes(64) == 8 << 20  # a floor: tiny inputs stay in one process
     small, large = (16 << 20) - 1, 16 << 20
-    assert direct_options({}, small, cores=8) == {"direct_running_mode": "in_memory", "direct_num_workers": 1}
-    assert direct_options({}, large, cores=8) == {"direct_running_mode": "multi_processing", "direct_num_workers": 8}
-    assert direct_options({}, large, cores=2)["direct_running_mode"] == "in_memory"
-    assert direct_options({}, 64 << 20, cores=2)["direct_running_mode"] == "multi_processing"
+    ample = 64 << 30
+    assert direct_options({}, small, 8, ample) == {"direct_running_mode": "in_memory", "direct_num_workers": 1}
+    assert direct_options({}, large, 8, ample) == {"direct_running_mode": "multi_processing", "direct_num_workers": 8}
+    assert direct_options({}, large, 2, ample)["direct_running_mode"] == "in_memory"
+    assert direct_options({}, 64 << 20, 2, ample)["direct_running_mode"] == "multi_processing"
     assert direct_options({}, 1 << 40, cores=1)["direct_running_mode"] == "in_memory"
+    # a worker per core holds about 6x the input in memory; where that does not fit, one process
+    assert direct_options({}, 2 << 30, cores=8, memory=64 << 30)["direct_running_mode"] == "multi_processing"
+    assert direct_options({}, 2 << 30, cores=8, memory=8 << 30)["direct_running_mode"] == "in_memory"
     # the user's choices win
     assert direct_options({"direct_running_mode": "in_memory"}, large, cores=8)["direct_num_workers"] == 1
     assert direct_options({"direct_num_workers": 3}, large, cores=8)["direct_num_workers"] == 3
