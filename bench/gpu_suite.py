@@ -281,7 +281,7 @@ def train_figures(metrics_csv: Path, rec: dict[str, Any]) -> dict[str, Any]:
     losses = [float(r["loss"]) for r in rows]
     peak = rec.get("peak_flops")
     return {
-        "steps": len(rows), "timed_steps": len(timed), "timed_window_s": round(window, 3),
+        "steps": len(rows), "timed_steps": len(timed), "timed_window_s": round(window, 6),
         "first_step_s": round(step_s[0], 3), "warmup_s": round(sum(step_s[:warm]), 3),
         "tokens_per_s": round(tokens_per_s, 1),
         "target_tokens_per_s": round(target_tokens / window, 1),
