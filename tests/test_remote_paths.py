@@ -280,8 +280,9 @@ def test_eval_sets_from_urls(mem, tmp_path):
 
 
 def test_templates_facts_and_prompts_from_urls(mem):
-    from thresher.filters.synthetic import TemplateSet, load_prompts
-    from thresher.pipeline.synthetic import Synthetic
+    from thresher.pipeline.synthetic.base import load_prompts
+    from thresher.pipeline.synthetic.stage import Synthetic
+    from thresher.pipeline.synthetic.templates import TemplateSet
 
     put(f"{mem}/tpl/facts/cities.csv", "city,country\nOslo,Norway\nLima,Peru\n")
     put(f"{mem}/tpl/t.yaml", "templates:\n  - name: capital\n    slots: {row: {facts: facts/cities.csv, rows: [1, 1]}}\n"
@@ -305,14 +306,15 @@ def test_openai_cache_in_a_bucket(server, mem):  # noqa: F811 - the imported fix
 
 
 def test_lm_generator_and_onion_checkpoint_from_urls(mem, tiny_checkpoint):  # noqa: F811
-    from thresher.filters import synthetic as syn
     from thresher.filters.onion_transformer import resolve_checkpoint
+    from thresher.pipeline.synthetic.lm import LocalLMGenerator
+    from thresher.training.sampling import detect_model_kind
 
     root, tokenizer = tiny_checkpoint
     url = put_tree(root, f"{mem}/train-out")
     tok_url = put(f"{mem}/tok.model", tokenizer.read_bytes())
-    make = lambda where, tok: syn.LocalLMGenerator(where, ["the cat"], 3, tokenizer=tok, max_tokens=5, device="cpu")
-    assert syn.detect_model_kind(url) == "thresher"
+    make = lambda where, tok: LocalLMGenerator(where, ["the cat"], 3, tokenizer=tok, max_tokens=5, device="cpu")
+    assert detect_model_kind(url) == "thresher"
     remote = [e.text for e in make(url, tok_url).generate(range(3))]
     assert remote == [e.text for e in make(str(root), str(tokenizer)).generate(range(3))]
     resolved = resolve_checkpoint(url, tok_url)
