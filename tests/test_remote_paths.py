@@ -165,13 +165,15 @@ def test_concurrent_copies_of_a_directory_are_whole(beam_bucket):
     assert [p.name for p in results[0].parent.iterdir()] == ["tree"]  # no temporary copy left
 
 
-def test_write_bytes_and_the_checks(mem, tmp_path):
-    storage.write_bytes(f"{mem}/cache/ab/k.json", b"{}")
+def test_atomic_write_and_the_checks(mem, tmp_path):
+    storage.atomic_write(f"{mem}/cache/ab/k.json", b"{}")
     assert storage.isfile(f"{mem}/cache/ab/k.json") and storage.isdir(f"{mem}/cache")
     assert storage.exists(f"{mem}/cache") and not storage.exists(f"{mem}/nothing")
     assert storage.read_bytes(f"{mem}/cache/ab/k.json") == b"{}"
-    storage.write_bytes(tmp_path / "local" / "k.json", b"[1]")
+    storage.atomic_write(tmp_path / "local" / "k.json", b"[1]")
     assert (tmp_path / "local" / "k.json").read_bytes() == b"[1]" and len(list((tmp_path / "local").iterdir())) == 1
+    storage.atomic_write(f"file://{tmp_path}/local/k.json", b"[2]")
+    assert (tmp_path / "local" / "k.json").read_bytes() == b"[2]" and len(list((tmp_path / "local").iterdir())) == 1
     with pytest.raises(storage.StorageError, match="no file system"):
         storage.exists("nosuchfs://bucket/x")
 
@@ -236,7 +238,7 @@ def test_schemes_fsspec_lacks_go_through_beam_filesystems(beam_bucket):
     assert storage.read_bytes("thrbeam://m/sub/b.bin") == b"B"
     tree = storage.local_copy("thrbeam://m")
     assert (tree / "a.bin").read_bytes() == b"A" and (tree / "sub" / "b.bin").read_bytes() == b"B"
-    storage.write_bytes("thrbeam://m/new/c.json", b"{}")
+    storage.atomic_write("thrbeam://m/new/c.json", b"{}")
     assert (beam_bucket / "m" / "new" / "c.json").read_bytes() == b"{}"
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from thresher.filters.storage import atomic_write
 from thresher.pipeline.report.data import (
     RecordSampler,
     RunData,
@@ -65,8 +65,5 @@ class ReportBuilder(BaseModel):
     def write(self, out_dir: str | Path, report_path: str | Path | None = None) -> Path:
         data = self.load(out_dir)
         target = Path(report_path) if report_path else data.out_dir / REPORT_NAME
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_text(render_html(data), encoding="utf-8")
-        os.replace(tmp, target)
+        atomic_write(target, render_html(data).encode("utf-8"))
         return target

@@ -88,7 +88,7 @@ class OpenAIClient:
                 self.cache_hits -= 1  # a damaged entry: ask again and overwrite it
         text = self._request(body)
         if path is not None:
-            storage.write_bytes(path, json.dumps({"request": body, "text": text}, ensure_ascii=False).encode("utf-8"))
+            storage.atomic_write(path, json.dumps({"request": body, "text": text}, ensure_ascii=False).encode("utf-8"))
         return text
 
     def complete_many(self, requests: Sequence[tuple[str, int | None]]) -> list[str]:
