@@ -59,10 +59,16 @@ def utf8_safe(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
-class Stage(BaseModel):
-    """Base of every stage's parameters. Unknown YAML keys are errors."""
+class Strict(BaseModel):
+    """Base of every model read from YAML or built from options (stage parameters and their nested
+    options, the pipeline and training configs): unknown keys are errors, instances are frozen.
+    Pydantic only, so the training side and ``thresher validate`` import it without Beam or torch."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stage(Strict):
+    """Base of every stage's parameters. Unknown YAML keys are errors."""
 
     name: ClassVar[str]
     #: "document" stages map a batch of documents to decisions; "corpus" stages are Beam PTransforms.

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from thresher.filters.base import Strict
 from thresher.filters.storage import atomic_write
 from thresher.pipeline.report.data import (
     RecordSampler,
@@ -22,10 +23,8 @@ from thresher.pipeline.report.page import render_html
 REPORT_NAME = "report.html"
 
 
-class ReportBuilder(BaseModel):
+class ReportBuilder(Strict):
     """Reads OUT_DIR (bounded) and writes the HTML report."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     sample: int = Field(20_000, ge=1, description="documents sampled per side (kept, rejected)")
     max_scan: int = Field(1_000_000, ge=1, description="lines read per side at most")

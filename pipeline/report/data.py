@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from thresher.filters.base import Strict
 
 SNIPPET_CHARS = 300
 #: meta fields that are not scores (they get their own sections, or are identifiers)
@@ -158,10 +160,8 @@ class RecordSample:
     quarantine_errors: Counter = field(default_factory=Counter)
 
 
-class RecordSampler(BaseModel):
+class RecordSampler(Strict):
     """Reads one of kept/ rejected/ quarantine/ with bounded work."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     sample: int = Field(20_000, ge=1)
     max_scan: int = Field(1_000_000, ge=1)

@@ -20,17 +20,14 @@ from typing import ClassVar, Literal
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from thresher.filters import storage
+from thresher.filters.base import Strict
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TemplateOptions(_Strict):
+class TemplateOptions(Strict):
     #: a YAML template file, a path or a gs:// / s3:// URL (see docs/augment-synthetic.md); None: the built-in set
     templates: str | None = None
     #: with ``templates`` given, also use the built-in set
@@ -50,7 +47,7 @@ class TemplateOptions(_Strict):
         return chosen.only(self.only) if self.only else chosen
 
 
-class LMOptions(_Strict):
+class LMOptions(Strict):
     #: a thresher checkpoint (OUT/checkpoints/step-N or a training OUT) or a Hugging Face model
     #: directory; a path or a gs:// / s3:// URL (copied once per worker machine)
     model: str
@@ -67,7 +64,7 @@ class LMOptions(_Strict):
     include_prompt: bool = True
 
 
-class OpenAIOptions(_Strict):
+class OpenAIOptions(Strict):
     #: e.g. http://localhost:8000/v1 (vLLM, TGI) or https://api.openai.com/v1
     base_url: str
     model: str
