@@ -116,7 +116,7 @@ class DocumentStage(Stage):
         return {}
 
 
-def apply_decision(doc: Document, decision: Decision, stage_name: str) -> Document:
+def apply_decision(doc: Document, decision: Decision) -> Document:
     """Return the document as the next stage sees it (scores and annotations in ``meta``)."""
     meta = dict(doc.get("meta") or {})
     for key, value in decision.scores.items():
