@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from thresher.filters.synthetic import TemplateGenerator, TemplateSet, check_example
+from thresher.pipeline.synthetic.checks import check_example
+from thresher.pipeline.synthetic.templates import TemplateGenerator, TemplateSet
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 _WORD = re.compile(r"\w+")

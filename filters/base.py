@@ -59,10 +59,16 @@ def utf8_safe(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
-class Stage(BaseModel):
-    """Base of every stage's parameters. Unknown YAML keys are errors."""
+class Strict(BaseModel):
+    """Base of every model read from YAML or built from options (stage parameters and their nested
+    options, the pipeline and training configs): unknown keys are errors, instances are frozen.
+    Pydantic only, so the training side and ``thresher validate`` import it without Beam or torch."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stage(Strict):
+    """Base of every stage's parameters. Unknown YAML keys are errors."""
 
     name: ClassVar[str]
     #: "document" stages map a batch of documents to decisions; "corpus" stages are Beam PTransforms.
@@ -110,7 +116,7 @@ class DocumentStage(Stage):
         return {}
 
 
-def apply_decision(doc: Document, decision: Decision, stage_name: str) -> Document:
+def apply_decision(doc: Document, decision: Decision) -> Document:
     """Return the document as the next stage sees it (scores and annotations in ``meta``)."""
     meta = dict(doc.get("meta") or {})
     for key, value in decision.scores.items():

@@ -30,10 +30,10 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from thresher.filters import storage
-from thresher.filters.base import Decision, Document, DocumentStage, utf8_safe
+from thresher.filters.base import Decision, Document, DocumentStage, Strict, utf8_safe
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BUILTIN_MODELS: dict[str, str] = {"toxicity": "toxicity.ftz", "quality": "quality.ftz"}
@@ -97,12 +97,10 @@ def raw_probabilities(model: Any, texts: list[str], label: str, max_chars: int =
     return scores
 
 
-class Calibration(BaseModel):
+class Calibration(Strict):
     """Platt scaling of one label's probability: ``sigmoid(a * logit(p) + b)``, with the
     threshold chosen on the same validation split. Stored as JSON beside the model
     (``path_for``); scripts/train_models.py fits it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     label: str
     a: float

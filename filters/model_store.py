@@ -133,7 +133,7 @@ def fetch(name: str, dest: str | Path | None = None, sources=None, log=print) ->
             log(f"{target} is already there (sha256 ok)")
             return target
         with tempfile.TemporaryDirectory(prefix="thresher-fetch-") as tmp:
-            storage.write_bytes(target, Path(fetch(name, tmp, sources, log)).read_bytes())
+            storage.atomic_write(target, Path(fetch(name, tmp, sources, log)).read_bytes())
         log(f"{spec.name}: copied to {target}")
         return target
     dest = Path(dest).expanduser() if dest is not None else models_dir()

@@ -10,10 +10,15 @@ remote file or directory through ``local_copy``: the first call on a machine cop
 the files' sizes and modification stamps, into a temporary name renamed into place, so concurrent
 workers on one machine never see a partial copy, a changed remote file gets a fresh copy, and later
 calls (every other DoFn instance, every retry) reuse it. A local path is returned as it is.
+
+Every file thresher writes (outputs, shards, manifests, stats, caches, heartbeats, the report)
+goes through ``atomic_writer`` / ``atomic_write``: readers see the old file or the new one, never
+a part.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,6 +26,7 @@ import posixpath
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -152,23 +158,35 @@ def read_bytes(location: str | os.PathLike) -> bytes:
         return handle.read()
 
 
-def write_bytes(location: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` so that a reader sees the old file or the new one, never a part: a local
-    file through a temporary name renamed into place; an object store makes an object visible
-    only once its upload is complete."""
+@contextlib.contextmanager
+def atomic_writer(location: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """A binary file object whose content appears at ``location`` all at once when the block ends,
+    with no moment where ``location`` is missing or partial. On a local disk: a temporary name
+    beside it, ``.tmp-NAME-<uuid4>``, unique to this attempt (two attempts of a retried bundle never
+    share one), then ``os.replace``. On object stores (gs://, s3://, ...) the object is written in
+    place: an upload becomes visible only when it completes, and a rename there would be a copy and
+    a delete. Equal content from a retried attempt simply replaces the first copy."""
     location = os.fspath(location)
     if is_remote(location):
         with _backend(location).open(location, "wb") as handle:
-            handle.write(data)
+            yield handle
         return
-    path = Path(location).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    local = location[len("file://"):] if location.startswith("file://") else location
+    os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+    tmp = os.path.join(os.path.dirname(local), f".tmp-{os.path.basename(local)}-{uuid.uuid4().hex}")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with open(tmp, "wb") as handle:
+            yield handle
+        os.replace(tmp, local)
     finally:
-        tmp.unlink(missing_ok=True)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write(location: str | os.PathLike, data: bytes) -> None:
+    """``data`` at ``location`` through ``atomic_writer``."""
+    with atomic_writer(location) as handle:
+        handle.write(data)
 
 
 def local_copy(location: str | os.PathLike) -> Path:

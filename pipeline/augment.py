@@ -20,19 +20,15 @@ from typing import ClassVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from thresher.filters import storage
 from thresher.filters.augment_ops import CHAR_NOISE_KINDS, Augmenter, OperationSpec, stable_seed, stable_unit
-from thresher.filters.base import Document
+from thresher.filters.base import Document, Strict
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ScoreRange(_Strict):
+class ScoreRange(Strict):
     """Select documents whose ``meta[field]`` is a number in [min, max]."""
 
     field: str
@@ -46,7 +42,7 @@ class ScoreRange(_Strict):
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
-class Select(_Strict):
+class Select(Strict):
     """Which documents may be augmented: all conditions given must hold."""
 
     #: fnmatch globs on ``source`` (e.g. ``["wiki*", "books"]``); None: any source
@@ -63,12 +59,12 @@ class Select(_Strict):
         return True
 
 
-class RateOp(_Strict):
+class RateOp(Strict):
     p: float = Field(default=0.0, ge=0.0, le=1.0)
     rate: float = Field(default=0.1, ge=0.0, le=1.0)
 
 
-class CharNoiseOp(_Strict):
+class CharNoiseOp(Strict):
     p: float = Field(default=0.0, ge=0.0, le=1.0)
     rate: float = Field(default=0.02, ge=0.0, le=1.0)
     kinds: list[str] = Field(default_factory=lambda: list(CHAR_NOISE_KINDS))
@@ -81,18 +77,18 @@ class CharNoiseOp(_Strict):
         return self
 
 
-class ShuffleOp(_Strict):
+class ShuffleOp(Strict):
     p: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
-class SpanMaskOp(_Strict):
+class SpanMaskOp(Strict):
     p: float = Field(default=0.0, ge=0.0, le=1.0)
     rate: float = Field(default=0.15, ge=0.0, le=1.0)
     mean_span: float = Field(default=3.0, ge=1.0)
     mask_token: str = "<mask>"
 
 
-class Operations(_Strict):
+class Operations(Strict):
     """Per-operation probability ``p`` (that a copy gets it) and parameters. Defaults: the four
     synonym-free EDA-style operations on, synonym replacement off unless synonyms are given."""
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from thresher.filters.base import Stage
+from thresher.filters.base import Stage, Strict
 from thresher.pipeline import registry
 from thresher.pipeline.outdir import overlap_problems, walk_values
 
@@ -32,11 +32,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in problems))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputConfig(_Strict):
+class InputConfig(Strict):
     #: files to read: globs, local or any file system Beam knows (gs://, s3://); for hf_dataset, directories
     paths: list[str] = Field(min_length=1)
     #: jsonl (.gz, .zst), parquet, arrow (IPC file or stream), text (a document per file),
@@ -70,7 +66,7 @@ class InputConfig(_Strict):
         return [value] if isinstance(value, str) else value
 
 
-class RunnerConfig(_Strict):
+class RunnerConfig(Strict):
     #: direct, dataflow, flink, spark, prism, or any Beam runner class name; every runner but
     #: direct runs on workers that share no disk with this machine, so validation then requires
     #: remote (gs://, s3://) input, output, temp and model / reference / eval-set / cache locations
@@ -96,7 +92,7 @@ class RunnerConfig(_Strict):
         return paths
 
 
-class OutputConfig(_Strict):
+class OutputConfig(Strict):
     #: number of files in each of kept/, rejected/, quarantine/; fixed so that output does not
     #: depend on worker count (documents are assigned to files by a hash of their id)
     shards: int = Field(default=4, ge=1, le=100_000)
@@ -113,7 +109,7 @@ class OutputConfig(_Strict):
     rejected_text: Literal["full", "snippet", "none"] = "full"
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(Strict):
     #: what to read (below)
     input: InputConfig
     #: the output directory (local or gs://): kept/, rejected/, quarantine/, shards/, stats.json

@@ -25,10 +25,10 @@ from typing import ClassVar, Literal
 
 import apache_beam as beam
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from thresher.filters import storage
-from thresher.filters.base import Document
+from thresher.filters.base import Document, Strict
 from thresher.filters.jsonl import json_objects, open_text
 from thresher.filters.minhash import SEPARATOR_CLASS, ngram_hash64, shingle_hash_batch
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
@@ -36,9 +36,7 @@ from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 _WORD = re.compile(f"[^{SEPARATOR_CLASS}]+")
 
 
-class EvalSet(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class EvalSet(Strict):
     name: str
     #: a JSON-lines or text file, or a save_to_disk directory: a path or a gs:// / s3:// URL
     path: str

@@ -119,7 +119,7 @@ class RunDocumentStages(beam.DoFn):
             survivors = []
             for doc, decision in zip(alive, decisions):
                 if decision.keep:
-                    survivors.append(apply_decision(doc, decision, stage.name))
+                    survivors.append(apply_decision(doc, decision))
                 else:
                     counters.reason(decision.reason or "rejected").inc()
                     record = rejection_record(doc, decision, stage.name)

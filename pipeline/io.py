@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import bz2
-import contextlib
 import gzip
 import heapq
 import io
@@ -31,6 +30,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from thresher.filters.storage import atomic_write, atomic_writer  # noqa: F401 - atomic_write: for run, graph, poisoning
 from thresher.pipeline.config import InputConfig
 from thresher.pipeline.progress import Heartbeat
 
@@ -644,39 +644,6 @@ def deterministic_gzip(data: bytes, level: int = 6) -> bytes:
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=level) as gz:
         gz.write(data)
     return buf.getvalue()
-
-
-def is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str) -> Iterator[Any]:
-    """A binary file object whose content appears at ``path`` all at once when the block ends,
-    with no moment where ``path`` is missing or partial. On a local disk: a temporary name beside
-    it, unique to this attempt (two attempts of a retried bundle never share one), then
-    ``os.replace``. On object stores (gs://, s3://, ...) the object is written in place: an upload
-    becomes visible only when it completes, and a rename there would be a copy and a delete. Equal
-    content from a retried attempt simply replaces the first copy."""
-    if is_local(path):
-        local = path[len("file://"):] if path.startswith("file://") else path
-        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-        tmp = os.path.join(os.path.dirname(local), f".tmp-{os.path.basename(local)}-{uuid.uuid4().hex}")
-        try:
-            with open(tmp, "wb") as fh:
-                yield fh
-            os.replace(tmp, local)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    else:
-        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-            yield fh
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    with atomic_writer(path) as fh:
-        fh.write(data)
 
 
 SPILL_DIR = "_spill"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from thresher.filters.jsonl import json_objects, open_text
+from thresher.filters.storage import atomic_write
 from thresher.filters.poison_detectors import manifest_key, text_sha256
 
 
@@ -53,14 +54,8 @@ def build_manifest(records: Iterator[dict], key: str) -> tuple[list[tuple[str, s
 
 def write_manifest(entries: list[tuple[str, str]], path: str) -> None:
     data = "".join(json.dumps({"key": k, "sha256": h}, ensure_ascii=False) + "\n" for k, h in entries)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{target.name}")
-    if path.endswith(".gz"):
-        tmp.write_bytes(gzip.compress(data.encode("utf-8"), mtime=0))
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    tmp.replace(target)
+    raw = data.encode("utf-8")
+    atomic_write(path, gzip.compress(raw, mtime=0) if path.endswith(".gz") else raw)
 
 
 def manifest_main(argv: list[str]) -> int:

@@ -32,8 +32,8 @@ OWNED_DIRS: dict[str, tuple[str, ...]] = {
 }
 #: files at the top of OUT that a run writes
 OWNED_FILES = ("stats.json", "report.html")
-#: what an atomic write cut short (a killed run) leaves beside its target: atomic_write's
-#: ".tmp-NAME-PID", the shard and report writers' ".NAME.tmp-X", the heartbeats' "NAME.tmp"
+#: what an atomic write cut short (a killed run) leaves beside its target: storage.atomic_writer's
+#: ".tmp-NAME-UUID"; the other two are the names earlier versions' writers left (".NAME.tmp-X", "NAME.tmp")
 TEMPORARY = (".tmp-*", ".*.tmp-*", "*.tmp")
 #: folders a run creates empty before it starts
 CREATED_DIRS = ("kept", "rejected", "quarantine")

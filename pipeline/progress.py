@@ -12,6 +12,8 @@ import time
 import uuid
 from collections import Counter
 
+from thresher.filters.storage import atomic_write
+
 HEARTBEAT_SECONDS = 1.0
 
 
@@ -36,10 +38,7 @@ class Heartbeat:
     def flush(self) -> None:
         if self.path is None or not os.path.isdir(self.directory or ""):
             return
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(dict(self.counts), fh)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(dict(self.counts)).encode())
 
 
 def read_heartbeats(directory: str) -> Counter:

@@ -37,7 +37,7 @@ STAGES: dict[str, str] = {
     "decontaminate": "thresher.pipeline.decontaminate:Decontaminate",
     "poisoning": "thresher.pipeline.poisoning:Poisoning",
     "augment": "thresher.pipeline.augment:Augment",
-    "synthetic": "thresher.pipeline.synthetic:Synthetic",
+    "synthetic": "thresher.pipeline.synthetic.stage:Synthetic",
 }
 
 

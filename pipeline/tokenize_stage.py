@@ -25,6 +25,7 @@ import xxhash
 from apache_beam.io.filesystems import FileSystems
 from pydantic import Field, model_validator
 
+from thresher.filters.storage import atomic_write
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 from thresher.tokenization.manifest import MANIFEST_NAME, TOKENIZER_NAME, build_manifest, manifest_bytes
 from thresher.tokenization.sample import BottomK, sample_key
@@ -127,16 +128,6 @@ def _read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    directory, base = path.rsplit("/", 1)
-    tmp = f"{directory}/.{base}.tmp-{sha256_hex(data)[:16]}"
-    with FileSystems.create(tmp) as f:
-        f.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
-
-
 class BottomKCombineFn(beam.CombineFn):
     def __init__(self, k: int):
         self.sampler = BottomK(k)
@@ -180,7 +171,7 @@ def _train(sample: list, config: TrainerConfig) -> bytes:
 
 def _write_model(model_bytes: bytes, shards_dir: str, add_eos: bool, source: str) -> dict[str, Any]:
     encoder = Encoder(model_bytes, add_eos=add_eos)
-    _write_atomic(FileSystems.join(shards_dir, TOKENIZER_NAME), model_bytes)
+    atomic_write(FileSystems.join(shards_dir, TOKENIZER_NAME), model_bytes)
     return {"sha256": sha256_hex(model_bytes), "vocab_size": encoder.vocab_size, "eos_id": encoder.eos_id,
             "dtype": encoder.dtype.name, "source": source, "add_eos": add_eos}
 
@@ -229,7 +220,7 @@ class WriteGroupFn(beam.DoFn):
         for part, (start, end) in enumerate(zip(cuts[:-1], cuts[1:])):
             data = table_to_stream_bytes(build_table(records[start:end], schema))
             name = shard_name(group, part)
-            _write_atomic(FileSystems.join(self.shards_dir, name), data)
+            atomic_write(FileSystems.join(self.shards_dir, name), data)
             yield ShardInfo(name, sha256_hex(data), int(lengths[start:end].sum()), end - start, len(data))
 
 
@@ -246,5 +237,5 @@ def _write_manifest(shards: list[ShardInfo], shards_dir: str, model_info: dict[s
     if stale:
         FileSystems.delete(stale)
     path = FileSystems.join(shards_dir, MANIFEST_NAME)
-    _write_atomic(path, manifest_bytes(manifest))
+    atomic_write(path, manifest_bytes(manifest))
     return path

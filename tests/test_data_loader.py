@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from thresher.tokenization.manifest import build_manifest, manifest_bytes, write_atomic_local
+from thresher.filters.storage import atomic_write
+from thresher.tokenization.manifest import build_manifest, manifest_bytes
 from thresher.tokenization.shards import (ShardError, ShardInfo, ShardRecord, build_table, shard_name, shard_schema,
                                           table_to_stream_bytes)
 from thresher.tokenization.spm import sha256_hex
@@ -42,7 +43,7 @@ def write_dir(directory: Path, n_shards: int = 5, docs_per_shard: int = 150, com
     directory.mkdir(parents=True, exist_ok=True)
     infos, total = [], 0
     for name, data, info in unique_token_shards(n_shards, docs_per_shard):
-        write_atomic_local(directory / name, data)
+        atomic_write(directory / name, data)
         infos.append(info)
         total = info.tokens - 1
         if delay:
@@ -55,7 +56,7 @@ def write_dir(directory: Path, n_shards: int = 5, docs_per_shard: int = 150, com
 def write_manifest(directory: Path, infos: list[ShardInfo], complete: bool) -> None:
     manifest = build_manifest(infos, tokenizer_sha256="", vocab_size=1 << 20, eos_id=2, dtype=np.dtype(np.uint32),
                               add_eos=False, score_columns=["quality"], config_hash="", complete=complete)
-    write_atomic_local(directory / "manifest.json", manifest_bytes(manifest))
+    atomic_write(directory / "manifest.json", manifest_bytes(manifest))
 
 
 @pytest.fixture(scope="module")

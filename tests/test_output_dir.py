@@ -156,6 +156,26 @@ def test_owned_names_agree_with_the_writers():
         assert any(fnmatch.fnmatchcase(name, p) for p in OWNED_DIRS["shards"])
 
 
+def test_what_an_interrupted_atomic_write_leaves_is_cleared_by_the_next_run(tmp_path):
+    """The temporary names of the one atomic writer (filters/storage.py) match outdir's TEMPORARY."""
+    from thresher.filters.storage import atomic_writer
+
+    out = tmp_path / "out"
+    leftovers = []
+    for target in (out / "kept" / "part-00000-of-00001.jsonl.gz", out / "shards" / "manifest.json",
+                   out / "_progress" / "read-1.json", out / "stats.json", out / "report.html"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        before = set(target.parent.iterdir())
+        with atomic_writer(target) as fh:
+            fh.write(b"x")
+            leftovers += sorted(set(target.parent.iterdir()) - before)
+    assert len(leftovers) == 5
+    for path in leftovers:  # as a killed run leaves them
+        path.write_bytes(b"partial")
+    prepare_output(str(out))
+    assert not any(path.exists() for path in leftovers)
+
+
 def test_every_file_a_run_leaves_in_owned_parts_has_an_owned_name(tmp_path):
     write_jsonl(tmp_path / "in.jsonl", docs(40) + docs(5, "copy"))  # repeated text: exact_dedup parks, removes
     run_pipeline(config([str(tmp_path / "in.jsonl")], tmp_path / "out", [{"name": "exact_dedup"}],

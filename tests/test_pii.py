@@ -176,7 +176,7 @@ def test_annotate_records_spans_and_keeps_text():
     s = stage(action="annotate", entities=["email"])
     d = doc("x a@b.org 8.8.8.8")
     decision = s.process(d)
-    out = apply_decision(d, decision, "pii")
+    out = apply_decision(d, decision)
     assert out["text"] == d["text"]
     assert out["meta"]["pii_spans"] == [[2, 9, "EMAIL_ADDRESS"]]
 

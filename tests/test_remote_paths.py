@@ -165,13 +165,15 @@ def test_concurrent_copies_of_a_directory_are_whole(beam_bucket):
     assert [p.name for p in results[0].parent.iterdir()] == ["tree"]  # no temporary copy left
 
 
-def test_write_bytes_and_the_checks(mem, tmp_path):
-    storage.write_bytes(f"{mem}/cache/ab/k.json", b"{}")
+def test_atomic_write_and_the_checks(mem, tmp_path):
+    storage.atomic_write(f"{mem}/cache/ab/k.json", b"{}")
     assert storage.isfile(f"{mem}/cache/ab/k.json") and storage.isdir(f"{mem}/cache")
     assert storage.exists(f"{mem}/cache") and not storage.exists(f"{mem}/nothing")
     assert storage.read_bytes(f"{mem}/cache/ab/k.json") == b"{}"
-    storage.write_bytes(tmp_path / "local" / "k.json", b"[1]")
+    storage.atomic_write(tmp_path / "local" / "k.json", b"[1]")
     assert (tmp_path / "local" / "k.json").read_bytes() == b"[1]" and len(list((tmp_path / "local").iterdir())) == 1
+    storage.atomic_write(f"file://{tmp_path}/local/k.json", b"[2]")
+    assert (tmp_path / "local" / "k.json").read_bytes() == b"[2]" and len(list((tmp_path / "local").iterdir())) == 1
     with pytest.raises(storage.StorageError, match="no file system"):
         storage.exists("nosuchfs://bucket/x")
 
@@ -236,7 +238,7 @@ def test_schemes_fsspec_lacks_go_through_beam_filesystems(beam_bucket):
     assert storage.read_bytes("thrbeam://m/sub/b.bin") == b"B"
     tree = storage.local_copy("thrbeam://m")
     assert (tree / "a.bin").read_bytes() == b"A" and (tree / "sub" / "b.bin").read_bytes() == b"B"
-    storage.write_bytes("thrbeam://m/new/c.json", b"{}")
+    storage.atomic_write("thrbeam://m/new/c.json", b"{}")
     assert (beam_bucket / "m" / "new" / "c.json").read_bytes() == b"{}"
 
 
@@ -280,8 +282,9 @@ def test_eval_sets_from_urls(mem, tmp_path):
 
 
 def test_templates_facts_and_prompts_from_urls(mem):
-    from thresher.filters.synthetic import TemplateSet, load_prompts
-    from thresher.pipeline.synthetic import Synthetic
+    from thresher.pipeline.synthetic.base import load_prompts
+    from thresher.pipeline.synthetic.stage import Synthetic
+    from thresher.pipeline.synthetic.templates import TemplateSet
 
     put(f"{mem}/tpl/facts/cities.csv", "city,country\nOslo,Norway\nLima,Peru\n")
     put(f"{mem}/tpl/t.yaml", "templates:\n  - name: capital\n    slots: {row: {facts: facts/cities.csv, rows: [1, 1]}}\n"
@@ -305,14 +308,15 @@ def test_openai_cache_in_a_bucket(server, mem):  # noqa: F811 - the imported fix
 
 
 def test_lm_generator_and_onion_checkpoint_from_urls(mem, tiny_checkpoint):  # noqa: F811
-    from thresher.filters import synthetic as syn
     from thresher.filters.onion_transformer import resolve_checkpoint
+    from thresher.pipeline.synthetic.lm import LocalLMGenerator
+    from thresher.training.sampling import detect_model_kind
 
     root, tokenizer = tiny_checkpoint
     url = put_tree(root, f"{mem}/train-out")
     tok_url = put(f"{mem}/tok.model", tokenizer.read_bytes())
-    make = lambda where, tok: syn.LocalLMGenerator(where, ["the cat"], 3, tokenizer=tok, max_tokens=5, device="cpu")
-    assert syn.detect_model_kind(url) == "thresher"
+    make = lambda where, tok: LocalLMGenerator(where, ["the cat"], 3, tokenizer=tok, max_tokens=5, device="cpu")
+    assert detect_model_kind(url) == "thresher"
     remote = [e.text for e in make(url, tok_url).generate(range(3))]
     assert remote == [e.text for e in make(str(root), str(tokenizer)).generate(range(3))]
     resolved = resolve_checkpoint(url, tok_url)

@@ -14,18 +14,9 @@ import pyarrow as pa
 import pytest
 
 from thresher.pipeline.cli import main as cli_main
-from thresher.pipeline.report import (
-    Histogram,
-    ReportBuilder,
-    ReportError,
-    Series,
-    fmt_num,
-    nice_ticks,
-    poison_windows,
-    render_html,
-    report_command,
-    text_width,
-)
+from thresher.pipeline.report import ReportBuilder, ReportError, render_html, report_command
+from thresher.pipeline.report.charts import Histogram, Series, fmt_num, nice_ticks, text_width
+from thresher.pipeline.report.data import poison_windows
 
 EVIL = '<script>alert("x")</script>'
 ALL_SECTIONS = ("summary", "funnel", "rejections", "scores", "pii", "dedup", "poisoning", "tokens", "training",

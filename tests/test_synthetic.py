@@ -2,23 +2,28 @@ import collections
 import copy
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from conftest import read_output, write_jsonl
-from thresher.filters import synthetic as syn
 from thresher.pipeline.config import ConfigError, validate_config
 from thresher.pipeline.run import run_pipeline
-from thresher.pipeline.synthetic import Synthetic
+from thresher.pipeline.synthetic.checks import check_example, safe_eval
+from thresher.pipeline.synthetic.lm import LocalLMGenerator
+from thresher.pipeline.synthetic.stage import Synthetic
+from thresher.pipeline.synthetic.templates import TemplateError, TemplateGenerator, TemplateSet, format_number
+from thresher.training.sampling import detect_model_kind
 
 REPO = Path(__file__).resolve().parents[1]
 IN_MEMORY = {"name": "direct", "options": {"direct_num_workers": 1, "direct_running_mode": "in_memory"}}
 
 
 def builtin(seed=0):
-    return syn.TemplateGenerator(syn.TemplateSet.builtin(), seed)
+    return TemplateGenerator(TemplateSet.builtin(), seed)
 
 
 # --- templates and checkers ---------------------------------------------------------------------
@@ -27,11 +32,11 @@ def builtin(seed=0):
 def test_every_builtin_example_is_verified_by_its_checker():
     examples = builtin(seed=3).generate(range(4000))
     seen = collections.Counter(e.meta["template"] for e in examples)
-    assert set(seen) == {t.name for t in syn.TemplateSet.builtin().templates}
+    assert set(seen) == {t.name for t in TemplateSet.builtin().templates}
     tasks = {e.meta["task"] for e in examples}
     assert tasks == {"arithmetic", "word_problem", "unit_conversion", "date_arithmetic", "table_to_text"}
     for example in examples:
-        ok, expected = syn.check_example(example.meta)
+        ok, expected = check_example(example.meta)
         assert ok, (example.meta["template"], example.meta["answer"], expected)
         assert example.meta["answer"] in example.text
         assert example.meta["question"].split("\n")[-1] in example.text
@@ -44,13 +49,13 @@ def test_checkers_reject_wrong_answers():
         meta = copy.deepcopy(example.meta)
         answer = meta["answer"]
         try:
-            meta["answer"] = syn.format_number(float(answer.replace(",", "")) + 1, 4)
+            meta["answer"] = format_number(float(answer.replace(",", "")) + 1, 4)
         except ValueError:
             meta["answer"] = answer[::-1] + " (wrong)"
-        ok, _ = syn.check_example(meta)
+        ok, _ = check_example(meta)
         assert not ok, (meta["template"], answer, meta["answer"])
         wrong_by_template[meta["template"]] += 1
-    assert len(wrong_by_template) == len(syn.TemplateSet.builtin().templates)
+    assert len(wrong_by_template) == len(TemplateSet.builtin().templates)
 
 
 def test_generation_is_deterministic_and_independent_of_slicing():
@@ -66,18 +71,18 @@ def test_generation_is_deterministic_and_independent_of_slicing():
 
 
 def test_safe_eval_only_arithmetic():
-    assert syn.safe_eval("(3 + 4) * 2 - 10 / 4") == 11.5
-    assert syn.safe_eval("-2 ** 3") == -8
+    assert safe_eval("(3 + 4) * 2 - 10 / 4") == 11.5
+    assert safe_eval("-2 ** 3") == -8
     for bad in ("__import__('os')", "a + 1", "[1, 2]", "2 ** 1000", "1 +"):
         with pytest.raises(ValueError):
-            syn.safe_eval(bad)
+            safe_eval(bad)
 
 
 def test_user_template_file_and_facts(tmp_path):
-    templates = syn.TemplateSet.from_yaml(REPO / "configs" / "synthetic-templates.yaml")
-    examples = syn.TemplateGenerator(templates, 0).generate(range(300))
+    templates = TemplateSet.from_yaml(REPO / "configs" / "synthetic-templates.yaml")
+    examples = TemplateGenerator(templates, 0).generate(range(300))
     assert {e.meta["template"] for e in examples} == {"rectangle_area", "percent_of", "planet_moons"}
-    assert all(syn.check_example(e.meta)[0] for e in examples)
+    assert all(check_example(e.meta)[0] for e in examples)
 
     (tmp_path / "cities.csv").write_text("city,population\nAlpha,120\nBeta,340\nGamma,95\nDelta,410\n")
     (tmp_path / "rivers.json").write_text(json.dumps([{"river": "A", "km": 10}, {"river": "B", "km": 30},
@@ -95,9 +100,9 @@ templates:
     answer: "{{ (rows | sort(attribute='km') | first).river }}"
     check: {kind: table_argmin, slot: rows, column: km, label: river}
 """)
-    user = syn.TemplateSet.from_yaml(tmp_path / "t.yaml")
-    examples = syn.TemplateGenerator(user, 1).generate(range(100))
-    assert all(syn.check_example(e.meta)[0] for e in examples)
+    user = TemplateSet.from_yaml(tmp_path / "t.yaml")
+    examples = TemplateGenerator(user, 1).generate(range(100))
+    assert all(check_example(e.meta)[0] for e in examples)
     assert {e.meta["answer"] for e in examples if e.meta["template"] == "shortest_river"} == {"A"}
     assert any("| city | population |" in e.text for e in examples)
 
@@ -115,14 +120,14 @@ templates:
 ])
 def test_template_errors_name_the_problem(tmp_path, body, message):
     (tmp_path / "t.yaml").write_text(body)
-    with pytest.raises(syn.TemplateError, match=message):
-        syn.TemplateSet.from_yaml(tmp_path / "t.yaml")
+    with pytest.raises(TemplateError, match=message):
+        TemplateSet.from_yaml(tmp_path / "t.yaml")
 
 
 def test_rendering_error_names_the_template(tmp_path):
     (tmp_path / "t.yaml").write_text("templates: [{name: broken, question: '{{ missing }}', answer: x}]")
-    gen = syn.TemplateGenerator(syn.TemplateSet.from_yaml(tmp_path / "t.yaml"), 0)
-    with pytest.raises(syn.TemplateError, match="'broken'.*missing"):
+    gen = TemplateGenerator(TemplateSet.from_yaml(tmp_path / "t.yaml"), 0)
+    with pytest.raises(TemplateError, match="'broken'.*missing"):
         gen.generate([0])
 
 
@@ -171,7 +176,7 @@ def test_pipeline_ids_provenance_and_accounting(tmp_path):
     for doc in generated:
         assert doc["source"] == "synthetic/template"
         assert doc["meta"]["task"] in ("arithmetic", "date_arithmetic")
-        assert syn.check_example(doc["meta"])[0]
+        assert check_example(doc["meta"])[0]
     stage = result.stats["stages"][0]
     assert stage["generated"] == 120 and stage["in"] == 5 and stage["kept"] == 125
     assert result.stats["totals"]["generated"] == 120 and result.accounted
@@ -193,7 +198,7 @@ def test_examples_per_document_packs_checked_examples():
         parts = doc["meta"]["examples"]
         assert [p["example_index"] for p in parts] == list(range(4 * n, 4 * n + 4))
         assert doc["text"] == "\n\n".join(e.text for e in singles[4 * n:4 * n + 4])
-        assert all(syn.check_example(p)[0] for p in parts)
+        assert all(check_example(p)[0] for p in parts)
 
 
 def test_pipeline_seed_defaults_to_the_run_seed_and_filters_see_generated_docs(tmp_path):
@@ -241,17 +246,17 @@ def tiny_checkpoint(tmp_path_factory):
 
 def test_lm_generator_samples_deterministically(tiny_checkpoint):
     root, tokenizer = tiny_checkpoint
-    make = lambda seed: syn.LocalLMGenerator(str(root), ["the cat", "a dog"], seed, tokenizer=str(tokenizer),
+    make = lambda seed: LocalLMGenerator(str(root), ["the cat", "a dog"], seed, tokenizer=str(tokenizer),
                                              max_tokens=6, batch_size=3, device="cpu")
     gen = make(1)
-    assert gen.kind == "thresher"
+    assert gen.sampler.kind == "thresher"
     first = gen.generate(range(6))
     assert [e.text for e in first] == [e.text for e in make(1).generate(range(6))]
     assert [e.meta["prompt"] for e in first] == ["the cat", "a dog"] * 3
     assert all(e.text.startswith(e.meta["prompt"]) for e in first)
     assert len({e.text for e in first}) > 2  # sampling, not one string
     assert [e.text for e in make(2).generate(range(6))] != [e.text for e in first]
-    greedy = syn.LocalLMGenerator(str(root), ["the cat"], 0, tokenizer=str(tokenizer), temperature=0,
+    greedy = LocalLMGenerator(str(root), ["the cat"], 0, tokenizer=str(tokenizer), temperature=0,
                                   max_tokens=4, device="cpu").generate(range(3))
     assert len({e.text for e in greedy}) == 1
 
@@ -270,12 +275,24 @@ def test_hf_model_without_transformers_is_a_clear_error(tmp_path):
     if importlib.util.find_spec("transformers") is not None:
         pytest.skip("transformers is installed")
     (tmp_path / "config.json").write_text("{}")
-    gen = syn.LocalLMGenerator(str(tmp_path), ["hi"], 0)
-    assert gen.kind == "hf"
+    gen = LocalLMGenerator(str(tmp_path), ["hi"], 0)
+    assert gen.sampler.kind == "hf"
     with pytest.raises(ValueError, match="transformers.*not installed"):
         gen.generate([0])
 
 
 def test_model_kind_detection_error(tmp_path):
     with pytest.raises(ValueError, match="neither a thresher checkpoint"):
-        syn.detect_model_kind(tmp_path)
+        detect_model_kind(tmp_path)
+
+
+def test_validating_an_lm_generator_does_not_import_torch(tmp_path):
+    """The model kind is checked at validation (training/sampling.py) with torch loaded only to sample."""
+    (tmp_path / "config.json").write_text("{}")
+    code = ("import sys\nfrom thresher.pipeline.config import validate_config\n"
+            f"validate_config({{'input': {{'paths': ['{tmp_path}/in.jsonl']}}, 'output': '{tmp_path}/out', 'stages': "
+            f"[{{'name': 'synthetic', 'generator': 'lm', 'count': 2, 'lm': {{'model': '{tmp_path}'}}}}]}})\n"
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"

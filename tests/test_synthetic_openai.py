@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import read_output, write_jsonl
-from thresher.filters.synthetic import OpenAIClient, OpenAIError, OpenAIGenerator
+from thresher.pipeline.synthetic.openai import OpenAIClient, OpenAIError, OpenAIGenerator
 from thresher.pipeline.config import validate_config
 from thresher.pipeline.run import run_pipeline
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from thresher.filters.storage import atomic_write
 from thresher.tokenization.shards import ShardInfo, shard_schema, table_to_stream_bytes
 from thresher.tokenization.spm import sha256_hex
 
@@ -69,16 +69,6 @@ def parse_manifest(data: bytes | str, name: str = MANIFEST_NAME) -> dict[str, An
     return manifest
 
 
-def write_atomic_local(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a hidden temporary name in the same directory, then rename over ``path``."""
-    path = os.fspath(path)
-    directory, base = os.path.split(path)
-    tmp = os.path.join(directory, f".{base}.tmp-{uuid.uuid4().hex}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 class LocalShardWriter:
     """Writes shards and a growing manifest to a local directory outside Beam (streaming producers,
     benchmarks, tests). Each shard appears atomically and the manifest is rewritten after it."""
@@ -97,11 +87,11 @@ class LocalShardWriter:
         self.config_hash = config_hash
         self.tokenizer_sha256 = sha256_hex(model_bytes)
         self.shards: list[ShardInfo] = []
-        write_atomic_local(os.path.join(self.directory, TOKENIZER_NAME), model_bytes)
+        atomic_write(os.path.join(self.directory, TOKENIZER_NAME), model_bytes)
 
     def write(self, name: str, table: pa.Table) -> ShardInfo:
         data = table_to_stream_bytes(table.cast(self.schema))
-        write_atomic_local(os.path.join(self.directory, name), data)
+        atomic_write(os.path.join(self.directory, name), data)
         tokens = int(table.column("length").to_numpy().sum())
         info = ShardInfo(name, sha256_hex(data), tokens, table.num_rows, len(data))
         self.shards.append(info)
@@ -113,7 +103,7 @@ class LocalShardWriter:
                                   eos_id=self.eos_id, dtype=self.dtype, add_eos=self.add_eos,
                                   score_columns=self.score_columns, config_hash=self.config_hash,
                                   complete=complete)
-        write_atomic_local(os.path.join(self.directory, MANIFEST_NAME), manifest_bytes(manifest))
+        atomic_write(os.path.join(self.directory, MANIFEST_NAME), manifest_bytes(manifest))
         return manifest
 
     def close(self) -> dict[str, Any]:

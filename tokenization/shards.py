@@ -16,7 +16,6 @@ Every shard of a run has the same columns, so the shards load as one dataset.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -137,14 +136,6 @@ def cut_points(lengths: np.ndarray, target_tokens: int) -> list[int]:
             cuts.append(idx)
     cuts.append(n)
     return cuts
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_stream(source: pa.NativeFile | pa.Buffer | bytes, name: str) -> pa.Table:

@@ -19,17 +19,17 @@ from typing import Literal
 
 import numpy as np
 import sentencepiece
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from thresher.filters.base import Strict
 
 
 class TokenizerTrainingError(ValueError):
     """SentencePiece refused to train (too little text for the vocabulary size, bad symbols, ...)."""
 
 
-class TrainerConfig(BaseModel):
+class TrainerConfig(Strict):
     """The SentencePiece training parameters the tokenize stage exposes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_type: Literal["bpe", "unigram"] = "bpe"
     vocab_size: int = Field(32000, ge=16, le=1 << 22)

@@ -22,11 +22,9 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from thresher.filters.base import Strict
+
 from .model import ModelConfig
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class AttentionConfig(BaseModel):
@@ -39,7 +37,7 @@ class AttentionConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class UniformSamplerConfig(_Strict):
+class UniformSamplerConfig(Strict):
     name: Literal["uniform"] = "uniform"
     #: read documents from the shards as needed (training/data.py ShardDataset, with DataLoader
     #: workers) instead of loading them all into memory; for large shard sets and GPU runs
@@ -48,7 +46,7 @@ class UniformSamplerConfig(_Strict):
     shuffle_buffer: int = Field(8192, ge=1)
 
 
-class CurriculumSamplerConfig(_Strict):
+class CurriculumSamplerConfig(Strict):
     name: Literal["curriculum"]
     #: a per-document score column of the shards ("length" is always there; "ref_loss" is written
     #: by `thresher score`); documents with a low value come first unless `descending`
@@ -66,7 +64,7 @@ class CurriculumSamplerConfig(_Strict):
     seq_len_warmup_steps: int | None = Field(None, ge=1, description="default: pacing_steps")
 
 
-class ActiveSamplerConfig(_Strict):
+class ActiveSamplerConfig(Strict):
     name: Literal["active"]
     #: "loss": priority = recent training loss; "rho": reducible loss = training loss - reference loss
     priority: Literal["loss", "rho"] = "loss"
@@ -87,7 +85,7 @@ SamplerConfig = Annotated[
 ]
 
 
-class OptimConfig(_Strict):
+class OptimConfig(Strict):
     lr: float = Field(3e-3, gt=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / peak lr of the cosine")
     warmup_steps: int = Field(10, ge=0)
@@ -100,7 +98,7 @@ class OptimConfig(_Strict):
 SHORT_FORMS = {"model": "preset", "attention": "name", "sampler": "name"}
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     shards: str
     val_shards: str | None = None
     out: str

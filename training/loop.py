@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from thresher.filters.storage import atomic_writer
+
 from .checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -515,9 +517,7 @@ def score_command(argv: list[str]) -> int:
     losses = score_documents(model, pool, cfg.seq_len, device)
     out = Path(args.out) if args.out else (Path(args.shards) / f"scores-{args.column}.arrow")
     table = pa.table({"id": pa.array(pool.ids, pa.string()), args.column: pa.array(losses, pa.float64())})
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+    with atomic_writer(out) as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    tmp.replace(out)
     print(json.dumps({"documents": len(pool), "out": str(out), "mean": float(np.nanmean(losses))}))
     return 0

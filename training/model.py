@@ -10,9 +10,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from thresher.filters.base import Strict
 
 from .attention import build_attention
 
@@ -27,10 +29,8 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(Strict):
     """A size preset, or explicit dimensions (explicit values override the preset's)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     preset: Literal["tiny", "mini", "small", "medium", "gpt2-small"] | None = "tiny"
     vocab_size: int = Field(32000, ge=2)

@@ -20,17 +20,14 @@ from typing import ClassVar, Literal
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from thresher.filters import storage
+from thresher.filters.base import Strict
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TemplateOptions(_Strict):
+class TemplateOptions(Strict):
     #: a YAML template file, a path or a gs:// / s3:// URL (see docs/augment-synthetic.md); None: the built-in set
     templates: str | None = None
     #: with ``templates`` given, also use the built-in set
@@ -39,7 +36,7 @@ class TemplateOptions(_Strict):
     only: list[str] | None = None
 
     def load(self):
-        from thresher.filters.synthetic import TemplateSet
+        from thresher.pipeline.synthetic.templates import TemplateSet
 
         if self.templates:
             chosen = TemplateSet.from_yaml(self.templates)
@@ -50,7 +47,7 @@ class TemplateOptions(_Strict):
         return chosen.only(self.only) if self.only else chosen
 
 
-class LMOptions(_Strict):
+class LMOptions(Strict):
     #: a thresher checkpoint (OUT/checkpoints/step-N or a training OUT) or a Hugging Face model
     #: directory; a path or a gs:// / s3:// URL (copied once per worker machine)
     model: str
@@ -67,7 +64,7 @@ class LMOptions(_Strict):
     include_prompt: bool = True
 
 
-class OpenAIOptions(_Strict):
+class OpenAIOptions(Strict):
     #: e.g. http://localhost:8000/v1 (vLLM, TGI) or https://api.openai.com/v1
     base_url: str
     model: str
@@ -135,7 +132,7 @@ class Synthetic(CorpusStage):
     def check(self) -> list[tuple[str, str]]:
         problems = []
         if self.generator == "template":
-            from thresher.filters.synthetic import TemplateError
+            from thresher.pipeline.synthetic.templates import TemplateError
 
             if self.template.templates and not storage.isfile(self.template.templates):
                 problems.append(("template.templates", f"{self.template.templates} does not exist"))
@@ -145,7 +142,7 @@ class Synthetic(CorpusStage):
                 except TemplateError as exc:
                     problems.append(("template.templates", str(exc)))
         if self.generator == "lm" and self.lm is not None:
-            from thresher.filters.synthetic import detect_model_kind
+            from thresher.training.sampling import detect_model_kind
 
             if not storage.exists(self.lm.model):
                 problems.append(("lm.model", f"{self.lm.model} does not exist"))
@@ -173,24 +170,30 @@ class Synthetic(CorpusStage):
         return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
     def build_generator(self, seed: int, output_dir: str = "."):
-        from thresher.filters import synthetic as syn
+        from thresher.pipeline.synthetic.base import load_prompts
 
         if self.generator == "template":
-            return syn.TemplateGenerator(self.template.load(), seed)
+            from thresher.pipeline.synthetic.templates import TemplateGenerator
+
+            return TemplateGenerator(self.template.load(), seed)
         if self.generator == "lm":
+            from thresher.pipeline.synthetic.lm import LocalLMGenerator
+
             lm = self.lm
-            return syn.LocalLMGenerator(lm.model, syn.load_prompts(lm.prompts), seed, kind=lm.kind,
-                                        tokenizer=lm.tokenizer, temperature=lm.temperature, top_p=lm.top_p,
-                                        max_tokens=lm.max_tokens, batch_size=lm.batch_size, device=lm.device,
-                                        include_prompt=lm.include_prompt)
+            return LocalLMGenerator(lm.model, load_prompts(lm.prompts), seed, kind=lm.kind,
+                                    tokenizer=lm.tokenizer, temperature=lm.temperature, top_p=lm.top_p,
+                                    max_tokens=lm.max_tokens, batch_size=lm.batch_size, device=lm.device,
+                                    include_prompt=lm.include_prompt)
+        from thresher.pipeline.synthetic.openai import OpenAIClient, OpenAIGenerator
+
         oa = self.openai
         cache = oa.cache_dir or posixpath.join(output_dir, "synthetic_cache", "openai")
-        client = syn.OpenAIClient(oa.base_url, oa.model, api_key_env=oa.api_key_env, endpoint=oa.endpoint,
-                                  system=oa.system, temperature=oa.temperature, top_p=oa.top_p,
-                                  max_tokens=oa.max_tokens, concurrency=oa.concurrency,
-                                  max_retries=oa.max_retries, backoff=oa.backoff, max_backoff=oa.max_backoff,
-                                  timeout=oa.timeout, cache_dir=cache)
-        return syn.OpenAIGenerator(client, syn.load_prompts(oa.prompts), seed, on_error=oa.on_error)
+        client = OpenAIClient(oa.base_url, oa.model, api_key_env=oa.api_key_env, endpoint=oa.endpoint,
+                              system=oa.system, temperature=oa.temperature, top_p=oa.top_p,
+                              max_tokens=oa.max_tokens, concurrency=oa.concurrency,
+                              max_retries=oa.max_retries, backoff=oa.backoff, max_backoff=oa.max_backoff,
+                              timeout=oa.timeout, cache_dir=cache)
+        return OpenAIGenerator(client, load_prompts(oa.prompts), seed, on_error=oa.on_error)
 
     def documents(self, generator, seed: int, start: int, end: int) -> list[dict]:
         """The documents [start, end) (fewer when an openai request was skipped). Document ``n``
