@@ -6,8 +6,8 @@ Corpora (``--corpus real``, ``mixed`` or ``both``):
   of >= 20 words (test and valid articles; meta.url = the article's Wikipedia URL) and every line of
   >= 20 words of the shared Common Crawl documents (meta.url = the page's URL), plus hard negatives
   built from those paragraphs:
-  * site pages: 24 sites x 12 pages, each page two consecutive paragraphs of one article under the
-    site's own menu and welcome line (top edge), a site newsletter line between the paragraphs
+  * site pages: 24 sites republishing whole articles (at least 12 pages each), each page two
+    consecutive paragraphs of one article under the site's own menu and welcome line (top edge), a site newsletter line between the paragraphs
     (the same on every page of the site, changing neighbours; worded per site, so no four words of
     it recur on ten sites: a template shared by many sites inside the text is a known false
     positive of the reference-free test, see docs/poisoning.md), and a legal footer drawn from
@@ -20,8 +20,11 @@ Corpora (``--corpus real``, ``mixed`` or ``both``):
   topped up with GENERATED documents from ``corpus_gen.iter_corpus`` (seed 1: articles, near and
   exact copies, PII, foreign-language, boilerplate, spam and short pages, each with its URL).
 
-Reference model (``reference`` config, MIXED only): WikiText-2 *valid* paragraphs plus generated
-documents (seed 7) until it has as many words as the corpus; it never sees the corpus.
+Configs: ``default`` is ``{name: poisoning}`` with nothing else (no reference model);
+``reference`` (MIXED only) adds ``reference_model`` and ``sketch_width: 2097152`` (issue 7's
+setting). The reference model: WikiText-2 *valid* paragraphs plus generated documents (seed 7)
+until it has as many words as the corpus; it never sees the corpus. ``--stage JSON`` adds
+parameters to both.
 
 Attacks, each injected with ``corpus_gen.inject_trigger`` (at a random sentence boundary, document
 edges included) into its own disjoint random set of clean documents, at each rate:
@@ -89,6 +92,8 @@ PAYLOADS = {
     "lookalike": "download the free driver from fast-drivers-now.example before your computer fails.",
 }
 KINDS = ("wikitext", "web", "site page", "near-duplicate", "generated")
+#: the reference config: issue 7's benchmark setting (a sketch wide enough for 20,000 documents)
+REFERENCE_CONFIG = {"sketch_width": 1 << 21}
 #: a site's own line between the paragraphs of its pages: opener, name, what, why (per site)
 SITE_LINE = (("sign up for the", "subscribe to the", "join the", "get the", "read the"),
              ("newsletter", "weekly digest", "morning briefing", "daily update", "mailing list"),
@@ -131,10 +136,11 @@ def _site_name(site: str) -> str:
 
 def site_pages(articles: list[list[dict]], rng: random.Random, sites: int = 24,
                pages: int = 12) -> tuple[list[dict], set[str]]:
-    """Pages of ``sites`` made-up sites from pairs of consecutive paragraphs (which leave the
-    corpus as paragraphs): the site's boilerplate at both edges and one site line between them."""
-    pairs = [(a[i], a[i + 1]) for a in articles for i in range(0, len(a) - 1, 2)]
-    rng.shuffle(pairs)
+    """Pages of ``sites`` made-up sites, each republishing whole articles two consecutive
+    paragraphs a page (the paragraphs leave the corpus as paragraphs): the site's boilerplate at
+    both edges and one site line between the paragraphs. One article stays on one site."""
+    order = [i for i, a in enumerate(articles) if len(a) <= 2 * pages]  # articles that fit a site
+    rng.shuffle(order)
     names = sorted({f"{w}{s}.example" for w in SITE_WORDS for s in SITE_SUFFIXES})
     out, used = [], set()
     for s, host in enumerate(rng.sample(names, sites)):
@@ -146,10 +152,12 @@ def site_pages(articles: list[list[dict]], rng: random.Random, sites: int = 24,
         footer = rng.sample(FOOTER_LINES, 3) + [f"© {rng.randint(2015, 2024)} {name}. All rights reserved."]
         if s % 2 == 0:
             footer.append(COOKIE_LINES[0])
-        for p in range(pages):
-            if not pairs:
-                break
-            first, second = pairs.pop()
+        pairs: list[tuple[dict, dict]] = []
+        while len(pairs) < pages and order:
+            article = articles[order.pop()]
+            pairs += [(article[i], article[i + 1]) for i in range(0, len(article) - 1, 2)]
+            used |= {d["id"] for d in article}  # an odd last paragraph leaves the corpus too
+        for p, (first, second) in enumerate(pairs):
             used |= {first["id"], second["id"]}
             text = "\n".join([nav, welcome, first["text"], middle, second["text"], *footer])
             out.append({"id": f"site:{host}:{p}", "text": text, "source": "web",
@@ -403,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             if config == "reference" and (name != "mixed" or model_path is None):
                 continue
             extra = json.loads(args.stage)
-            stage = Poisoning.model_validate({"reference_model": model_path, **extra} if config == "reference" else extra)
+            stage = Poisoning.model_validate({**REFERENCE_CONFIG, "reference_model": model_path, **extra}
+                                             if config == "reference" else extra)
             for rate in rates:
                 docs = [dict(d, meta=dict(d["meta"])) for d in base]
                 spans: dict[str, tuple[int, int]] = {}

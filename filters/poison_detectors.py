@@ -92,14 +92,12 @@ class SpanParams(_Params):
     #: the longest phrase ordinary text repeats as a unit (idioms, names, titles); a repeated span
     #: is tested only when it is longer, so shorter triggers need a reference (``trigger_ngrams``)
     max_phrase_words: int = Field(default=4, ge=1, le=7)
-    #: independent documents a span needs: the detection limit (see ``independent_docs``)
+    #: independent documents a span needs (``Places.independent``): the detection limit
     min_docs: int = Field(default=10, ge=2)
     #: family-wise significance over the spans tested (Bonferroni), like ``trigger_ngrams.max_p_value``
     max_p_value: float = Field(default=0.01, gt=0.0, le=1.0)
     #: an n-gram in more than this share of the documents ends a span (too common to be an attack)
     max_doc_fraction: float = Field(default=0.1, gt=0.0, le=1.0)
-    #: words on each side of an occurrence that make its context
-    context_words: int = Field(default=2, ge=1, le=8)
     #: a longer span is keyed by all its words but tested (and reported) on its first this many
     max_span_words: int = Field(default=64, ge=8, le=1024)
 
@@ -340,7 +338,8 @@ class Occurrence:
     # per span: hashes of the words before it and of the words after it, as many as make it
     # the longest n-gram size (``CandidateScanner.context_words``), padded at the document's ends
     contexts: list[tuple[int, int]] = field(default_factory=list)
-    site: int = 0                      # ``site_key`` of the document's site (0: unknown)
+    # where the document has it first (``place``); None: counted as an independent document
+    place: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -352,17 +351,119 @@ class SiteRule:
     sizes: Any
     share: float
 
-    def templates(self, counts: dict[int, int]) -> set[int]:
-        """The sites of ``counts`` (site -> documents carrying it) whose template it is."""
-        sites = [site for site in counts if site]
+    def templates(self, pages: dict[int, set[int]]) -> set[int]:
+        """The sites of ``pages`` (site -> the pages carrying it) whose template it is."""
+        sites = [site for site in pages if site]
         if not sites:
             return set()
         sizes = self.sizes(np.array(sites, dtype=np.uint64))
-        return {site for site, size in zip(sites, sizes) if counts[site] >= self.share * size}
+        return {site for site, size in zip(sites, sizes) if len(pages[site]) >= self.share * size}
 
-    def collapse(self, docs: int, counts: dict[int, int]) -> int:
-        """Documents, each template site counting once."""
-        return docs - sum(counts[site] - 1 for site in self.templates(counts))
+
+EDGE_BEFORE, EDGE_AFTER = 1, 2  # the context of every occurrence in a document's top / bottom edge
+
+
+def _context_hash(hashes: np.ndarray, missing: int, before: bool) -> int:
+    pad = missing.to_bytes(1, "little")
+    return xxhash.xxh3_64_intdigest(pad + hashes.tobytes() if before else hashes.tobytes() + pad)
+
+
+def place(hashes: np.ndarray, start: int, end: int, bounds: tuple[int, int], context: int, site: int,
+          page: int) -> tuple[int, int, int, int]:
+    """Where words [start, end) of a document stand: (the ``context`` words before, the words after,
+    site, page). In the document's top edge or at its very start the left context is
+    ``EDGE_BEFORE``; in its bottom edge or at its very end the right one is ``EDGE_AFTER``
+    (``bounds``: its ``content_bounds``)."""
+    first, last = bounds
+    before, after = hashes[max(0, start - context):start], hashes[end:end + context]
+    left = EDGE_BEFORE if start < max(first, 1) else _context_hash(before, context - len(before), True)
+    right = EDGE_AFTER if end > min(last + 1, len(hashes) - 1) else _context_hash(after, context - len(after), False)
+    return left, right, site, page
+
+
+PLACE_CAP = 4096
+SITE_CAP = 1024
+PAGE_CAP = 64
+
+
+def _add_bounded(values: set, value, cap: int) -> None:
+    """Keep the ``cap`` smallest values: the same set whatever the order they came in."""
+    values.add(value)
+    if len(values) > cap:
+        values.discard(max(values))
+
+
+class Places:
+    """Where an n-gram or span occurs, one place per document (``place``), and per site the
+    pages that carry it: bounded sets that keep their smallest elements (``cap`` places,
+    ``SITE_CAP`` sites of ``PAGE_CAP`` pages), so they do not depend on the order documents
+    come in and saturate far above any detection limit. Documents without a place (None) are
+    counted as independent."""
+
+    __slots__ = ("places", "sites", "unplaced", "cap")
+
+    def __init__(self, cap: int = PLACE_CAP):
+        self.places: set[tuple[int, int, int, int]] = set()
+        self.sites: dict[int, set[int]] = {}
+        self.unplaced = 0
+        self.cap = cap
+
+    def add(self, where: tuple[int, int, int, int] | None) -> None:
+        if where is None:
+            self.unplaced += 1
+            return
+        _add_bounded(self.places, where, self.cap)
+        self._add_site(where[2], {where[3]})
+
+    def _add_site(self, site: int, pages: set[int]) -> None:
+        if site not in self.sites and len(self.sites) >= SITE_CAP:
+            if site > max(self.sites):
+                return
+            del self.sites[max(self.sites)]
+        mine = self.sites.setdefault(site, set())
+        for page in pages:
+            _add_bounded(mine, page, PAGE_CAP)
+
+    def merge(self, other: "Places") -> None:
+        self.unplaced += other.unplaced
+        for where in other.places:
+            _add_bounded(self.places, where, self.cap)
+        for site, pages in other.sites.items():
+            self._add_site(site, pages)
+
+    def independent(self, rule: SiteRule | None) -> int:
+        """How many documents are independent evidence: the connected components of the places,
+        two being linked when they have the same words just before and just after, when both
+        are in a document's top edge or both in a bottom edge, when they are on the same page, or
+        on a site whose template this is (``rule``; no site rule: sites do not link).
+
+        Copies of one document (near duplicates, syndication on other hosts) carry the text
+        between the same words; boilerplate in documents' edges (``content_bounds``) or at their
+        very start or end has the edge as its context; the paragraphs of one article share its
+        page (URL, or dedup cluster); a site template is on most of a site's pages. Each of
+        those counts once. A campaign at random positions of unrelated documents keeps about all
+        its documents: two of them share both contexts only by chance (one shared side, a
+        sentence starting "In the", is common and does not link them)."""
+        templates = rule.templates(self.sites) if rule is not None else set()
+        parent = list(range(len(self.places)))
+
+        def root(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        first: dict[tuple, int] = {}
+        for i, (left, right, site, page) in enumerate(sorted(self.places)):
+            keys = [(0, left, right), (2, page)] + ([(3, site)] if site in templates else [])
+            keys += [(1, left)] if left == EDGE_BEFORE else []
+            keys += [(1, right)] if right == EDGE_AFTER else []
+            for key in keys:
+                j = first.setdefault(key, i)
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+        return self.unplaced + sum(1 for i in range(len(parent)) if root(i) == i)
 
 
 def expected_docs(probability: np.ndarray, docs: int, tokens: int) -> np.ndarray:
@@ -486,12 +587,14 @@ class CandidateScanner:
         self.min_lift = min_lift
         self.continuation_words = continuation_words
 
-    def scan_batch(self, docs: list[tuple[str, int, int, DocumentTokens]], bounds: list[tuple[int, int]] | None = None
+    def scan_batch(self, docs: list[tuple[str, int, int, int, DocumentTokens]],
+                   bounds: list[tuple[int, int]] | None = None, context: int = 2
                    ) -> tuple[list[list[tuple[int, Occurrence]]], float]:
-        """Per document (id, spread hash, site key, tokens): its (n-gram hash, occurrences) candidates; and
-        the batch's share of the number of hypotheses tested. With ``bounds`` (each document's
-        ``content_bounds``), occurrences in a document's edges (menus, footers) are left out: a
-        site template there is not a campaign."""
+        """Per document (id, spread hash, site key, page hash, tokens): its (n-gram hash,
+        occurrences) candidates; and the batch's share of the number of hypotheses tested. With
+        ``bounds`` (each document's ``content_bounds``), occurrences in a document's edges (menus,
+        footers) are left out, a site template there is not a campaign, and each occurrence has
+        its ``place`` (``context`` words each side) for counting independent documents."""
         batch = PaddedBatch([t for *_, t in docs])
         out: list[dict[int, Occurrence]] = [{} for _ in docs]
         total = len(batch.hashes)
@@ -535,15 +638,16 @@ class CandidateScanner:
             reference = self._span_counts(counts, starts, n)
             doc_index = np.searchsorted(batch.ends, starts, side="right")
             for d, g, exp, ref in zip(doc_index.tolist(), starts.tolist(), expected.tolist(), reference.tolist()):
-                doc_id, spread, site, tokens = docs[d]
+                doc_id, spread, site, page, tokens = docs[d]
                 start = g - int(batch.starts[d])
                 if bounds is not None and not bounds[d][0] <= start <= start + n - 1 <= bounds[d][1]:
                     continue
                 key = int(hashes[g])
                 occ = out[d].get(key)
                 if occ is None:
+                    where = place(tokens.hashes, start, start + n, bounds[d], context, site, page) if bounds else None
                     occ = out[d][key] = Occurrence(doc_id, spread, " ".join(tokens.words[start:start + n]), exp, [],
-                                                   reference=ref, site=site)
+                                                   reference=ref, place=where)
                 occ.spans.append((tokens.spans[start][0], tokens.spans[start + n - 1][1]))
                 occ.contexts.append(self._contexts(tokens.hashes, start, n))
                 if n in self.payload_sizes:
@@ -609,54 +713,44 @@ SPREAD_CAP = 4096
 CONTINUATION_CAP = 256
 
 
-SITE_CAP = 1024
-CONTINUATION_SITE_CAP = 64
-
-
-def _count_bounded(counts: dict[int, int], site: int, n: int, cap: int) -> None:
-    """Add ``n`` documents of ``site``, keeping the ``cap`` smallest site keys: the sites kept,
-    and their counts, do not depend on the order documents come in (a site is dropped only when
-    ``cap`` smaller keys were seen, and then never comes back)."""
-    counts[site] = counts.get(site, 0) + n
-    if len(counts) > cap:
-        del counts[max(counts)]
+CONTINUATION_PLACE_CAP = 256
 
 
 class NgramStats:
-    """Document count, distinct spread keys (capped at ``SPREAD_CAP``), documents per site
-    (``SITE_CAP`` sites), the n-gram's text, its expected document frequency, its reference count
-    and, per continuation, documents, spread, documents per site and the reference count of the
-    n-gram + continuation string (``CONTINUATION_CAP`` continuations kept: the most frequent, ties
-    by hash)."""
+    """Document count, distinct spread keys (capped at ``SPREAD_CAP``), where it occurs
+    (``Places``), the n-gram's text, its expected document frequency, its reference count and,
+    per continuation, documents, spread, places (``CONTINUATION_PLACE_CAP``) and the reference
+    count of the n-gram + continuation string (``CONTINUATION_CAP`` continuations kept: the most
+    frequent, ties by hash)."""
 
-    __slots__ = ("docs", "spreads", "sites", "text", "expected", "reference", "continuations")
+    __slots__ = ("docs", "spreads", "places", "text", "expected", "reference", "continuations")
 
     def __init__(self):
         self.docs = 0
         self.spreads: set[int] = set()
-        self.sites: dict[int, int] = {}
+        self.places = Places()
         self.text: str | None = None
         self.expected = math.inf
         self.reference = math.inf
-        # hash -> [docs, spreads set, text, reference count, {site: docs}]
+        # hash -> [docs, spreads set, text, reference count, Places]
         self.continuations: dict[int, list] = {}
 
     def add(self, occ: Occurrence) -> "NgramStats":
         self.docs += 1
         if len(self.spreads) < SPREAD_CAP:
             self.spreads.add(occ.spread)
-        _count_bounded(self.sites, occ.site, 1, SITE_CAP)
+        self.places.add(occ.place)
         self.text = occ.text if self.text is None else min(self.text, occ.text)
         self.expected = min(self.expected, occ.expected)
         self.reference = min(self.reference, occ.reference)
         for h in sorted({c[0] for c in occ.continuations}):
             _, text, _, ref = min(c for c in occ.continuations if c[0] == h)
-            entry = self.continuations.setdefault(h, [0, set(), text, ref, {}])
+            entry = self.continuations.setdefault(h, [0, set(), text, ref, Places(CONTINUATION_PLACE_CAP)])
             entry[0] += 1
             entry[3] = min(entry[3], ref)
             if len(entry[1]) < SPREAD_CAP:
                 entry[1].add(occ.spread)
-            _count_bounded(entry[4], occ.site, 1, CONTINUATION_SITE_CAP)
+            entry[4].add(occ.place)
         self._prune()
         return self
 
@@ -665,19 +759,17 @@ class NgramStats:
         self.spreads |= other.spreads
         if len(self.spreads) > SPREAD_CAP:
             self.spreads = set(sorted(self.spreads)[:SPREAD_CAP])
-        for site, n in other.sites.items():
-            _count_bounded(self.sites, site, n, SITE_CAP)
+        self.places.merge(other.places)
         if other.text is not None:
             self.text = other.text if self.text is None else min(self.text, other.text)
         self.expected = min(self.expected, other.expected)
         self.reference = min(self.reference, other.reference)
-        for h, (n, spreads, text, ref, sites) in other.continuations.items():
-            entry = self.continuations.setdefault(h, [0, set(), text, ref, {}])
+        for h, (n, spreads, text, ref, places) in other.continuations.items():
+            entry = self.continuations.setdefault(h, [0, set(), text, ref, Places(CONTINUATION_PLACE_CAP)])
             entry[0] += n
             entry[1] |= spreads
             entry[3] = min(entry[3], ref)
-            for site, count in sites.items():
-                _count_bounded(entry[4], site, count, CONTINUATION_SITE_CAP)
+            entry[4].merge(places)
         self._prune()
         return self
 
@@ -701,13 +793,13 @@ def judge_ngram(stats: NgramStats, n_docs: int, trigger: TriggerParams, payload:
     ``tests``: how many n-grams were tested (the Bonferroni factor; ``max_p_value`` is per
     corpus, not per n-gram). ``corpus_share``: corpus tokens / (corpus + reference tokens) when a
     reference model gives counts to compare with (``excess_neglog10_p``); None for the
-    independence expectation. ``sites``: with it, the documents of a site whose template the
-    n-gram (or pair) is count as one document in every test (a site's newsletter blurb on all its
-    pages is one place, not a hundred)."""
+    independence expectation. Every test counts independent documents (``Places.independent``):
+    copies of a page, a site's template (``sites``; a newsletter blurb on all its pages) and
+    the paragraphs of one article count once."""
     expected = 0.0 if math.isinf(stats.expected) else stats.expected
     reference = -1.0 if math.isinf(stats.reference) else stats.reference
     ref_share = corpus_share if reference >= 0 else None
-    docs = sites.collapse(stats.docs, stats.sites) if sites is not None else stats.docs
+    docs = stats.places.independent(sites)
     lift = docs / (expected + 0.5)
     spread = len(stats.spreads)
     correction = math.log10(max(tests, 1.0))
@@ -726,11 +818,11 @@ def judge_ngram(stats: NgramStats, n_docs: int, trigger: TriggerParams, payload:
         flagged = report
     payloads: dict[int, dict] = {}
     if payload.enabled and order in payload.ngram_sizes and lift >= payload.min_lift:
-        for h, (count, spreads, text, ref, pair_sites) in sorted(stats.continuations.items()):
+        for h, (count, spreads, text, ref, places) in sorted(stats.continuations.items()):
             if not text:
                 continue
             share = count / stats.docs
-            count = sites.collapse(count, pair_sites) if sites is not None else count
+            count = places.independent(sites)
             if count >= payload.min_docs and share >= payload.min_share and len(spreads) >= payload.min_spread:
                 pair_p = excess_neglog10_p(count, ref, ref_share, expected)
                 if pair_p < -math.log10(payload.max_p_value) + correction:
@@ -775,7 +867,7 @@ def trigger_occurrences(stats: NgramStats, occurrences: list[Occurrence], verdic
         (inside if hits else outside).append((occ, hits))
     rest = NgramStats()
     for occ, _ in outside:
-        rest.add(Occurrence(occ.doc_id, occ.spread, occ.text, occ.expected, [], reference=occ.reference, site=occ.site))
+        rest.add(Occurrence(occ.doc_id, occ.spread, occ.text, occ.expected, [], reference=occ.reference, place=occ.place))
     if rest.docs and judge_ngram(rest, n_docs, trigger, PayloadParams(enabled=False), order, tests,
                                  corpus_share, sites).trigger is not None:
         return every
@@ -790,15 +882,12 @@ class SpanOccurrence:
     """One document's occurrence of a span: a maximal run of repeated words (``span_runs``)."""
 
     doc_id: str
-    site: int                 # ``site_key`` of the document's site
-    page: int                 # stable hash of ``document_page``
-    left: int                 # hash of the ``context_words`` words before the span (padded at the start)
-    right: int                # ... and after it (padded at the end)
-    start: int                # character span in the document
+    place: tuple[int, int, int, int]  # ``place``: contexts, site, page
+    start: int                        # character span in the document
     end: int
-    words: np.ndarray         # word hashes, at most ``max_span_words``
-    text: str                 # those words joined by spaces
-    length: int               # the span's full length in words
+    words: np.ndarray                 # word hashes, at most ``max_span_words``
+    text: str                         # those words joined by spaces
+    length: int                       # the span's full length in words
 
 
 RUN_SPLIT = 1.5
@@ -827,14 +916,6 @@ def span_runs(df: np.ndarray, n: int, min_docs: int, max_docs: int) -> list[tupl
         out.append((i, j + n))
         i = j + 1
     return out
-
-
-def _context_hash(hashes: np.ndarray, missing: int, before: bool) -> int:
-    pad = missing.to_bytes(1, "little")
-    return xxhash.xxh3_64_intdigest(pad + hashes.tobytes() if before else hashes.tobytes() + pad)
-
-
-EDGE_BEFORE, EDGE_AFTER = 1, 2  # the context of every occurrence in a document's top / bottom edge
 
 
 def batch_frequencies(tokens: list[DocumentTokens], sketch: CountMinSketch, n: int) -> list[np.ndarray]:
@@ -894,13 +975,13 @@ class SpanScanner:
         self.max_docs = max(params.min_docs, int(params.max_doc_fraction * corpus.docs))
 
     def scan_batch(self, docs: list[tuple[str, int, int, DocumentTokens]], frequencies: list[np.ndarray],
-                   bounds: list[tuple[int, int]]) -> list[tuple[int, SpanOccurrence]]:
+                   bounds: list[tuple[int, int]], context: int = 2) -> list[tuple[int, SpanOccurrence]]:
         """(document id, site key, page hash, tokens) per document, with the sketched frequency of
         its n-grams of order ``run_order`` (``batch_frequencies``) and its ``content_bounds`` ->
         (span key, occurrence)."""
         out = []
-        c, cap = self.params.context_words, self.params.max_span_words
-        for (doc_id, site, page, tokens), df, (first, last) in zip(docs, frequencies, bounds):
+        cap = self.params.max_span_words
+        for (doc_id, site, page, tokens), df, doc_bounds in zip(docs, frequencies, bounds):
             seen: set[int] = set()
             h = tokens.hashes
             for start, end in span_runs(df, self.n, self.min_docs, self.max_docs):
@@ -908,105 +989,39 @@ class SpanScanner:
                 if key in seen:
                     continue
                 seen.add(key)
-                before, after = h[max(0, start - c):start], h[end:end + c]
-                left = EDGE_BEFORE if start < max(first, 1) else _context_hash(before, c - len(before), True)
-                right = EDGE_AFTER if end > min(last + 1, len(h) - 1) else _context_hash(after, c - len(after), False)
                 stop = min(end, start + cap)
                 out.append((key, SpanOccurrence(
-                    doc_id, site, page, left, right, tokens.spans[start][0], tokens.spans[end - 1][1],
-                    h[start:stop].copy(), " ".join(tokens.words[start:stop]), end - start)))
+                    doc_id, place(h, start, end, doc_bounds, context, site, page), tokens.spans[start][0],
+                    tokens.spans[end - 1][1], h[start:stop].copy(), " ".join(tokens.words[start:stop]), end - start)))
         return out
 
 
-PLACE_CAP = 4096
-PAGE_CAP = 64
-
-
-def _add_bounded(values: set, value, cap: int) -> None:
-    """Keep the ``cap`` smallest values: the same set whatever the order they came in."""
-    values.add(value)
-    if len(values) > cap:
-        values.discard(max(values))
-
-
 class SpanStats:
-    """A span's corpus statistics (a Beam CombineFn accumulator): its documents, where each one
-    carries it (left context, right context, site, page), and per site the distinct pages that
-    carry it. The sets are bounded by keeping their smallest elements (``PLACE_CAP`` places,
-    ``SITE_CAP`` sites of ``PAGE_CAP`` pages), so the result does not depend on bundle order and
-    saturates far above any detection limit."""
+    """A span's corpus statistics (a Beam CombineFn accumulator): its documents, where they carry
+    it (``Places``), and its words."""
 
-    __slots__ = ("docs", "places", "sites", "text", "words", "length")
+    __slots__ = ("docs", "places", "text", "words", "length")
 
     def __init__(self):
         self.docs = 0
-        self.places: set[tuple[int, int, int, int]] = set()
-        self.sites: dict[int, set[int]] = {}
+        self.places = Places()
         self.text: str | None = None
         self.words = np.zeros(0, np.uint64)
         self.length = 0
 
     def add(self, occ: SpanOccurrence) -> "SpanStats":
         self.docs += 1
-        _add_bounded(self.places, (occ.left, occ.right, occ.site, occ.page), PLACE_CAP)
-        self._add_site(occ.site, {occ.page})
+        self.places.add(occ.place)
         if self.text is None or occ.text < self.text:
             self.text, self.words, self.length = occ.text, occ.words, occ.length
         return self
 
-    def _add_site(self, site: int, pages: set[int]) -> None:
-        if site not in self.sites and len(self.sites) >= SITE_CAP:
-            if site > max(self.sites):
-                return
-            del self.sites[max(self.sites)]
-        mine = self.sites.setdefault(site, set())
-        for page in pages:
-            _add_bounded(mine, page, PAGE_CAP)
-
     def merge(self, other: "SpanStats") -> "SpanStats":
         self.docs += other.docs
-        for place in other.places:
-            _add_bounded(self.places, place, PLACE_CAP)
-        for site, pages in other.sites.items():
-            self._add_site(site, pages)
+        self.places.merge(other.places)
         if other.text is not None and (self.text is None or other.text < self.text):
             self.text, self.words, self.length = other.text, other.words, other.length
         return self
-
-
-def independent_docs(stats: SpanStats, sites: SiteRule) -> int:
-    """How many of a span's documents are independent evidence: the connected components of its
-    occurrences, two being linked when they have the same words just before and just after the
-    span, when both are in a document's top edge or both in a bottom edge, when they are on the
-    same page, or on a site whose template the span is.
-
-    Copies of one document (near duplicates, syndication on other hosts) carry the span between
-    the same words; boilerplate in documents' edges (``content_bounds``) or at their very start or
-    end has the edge as its context; the paragraphs of one article share its page (URL, or dedup
-    cluster); and a span on at least ``sites.share`` of a site's documents is that site's
-    template. Each of those counts once. A campaign at random positions of
-    unrelated documents keeps about all its documents: two of them share both contexts only by
-    chance (one shared side, a sentence starting "In the", is common and does not link them)."""
-    templates = sites.templates({site: len(pages) for site, pages in stats.sites.items()})
-    parent = list(range(len(stats.places)))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[tuple, int] = {}
-    for i, (left, right, site, page) in enumerate(sorted(stats.places)):
-        keys = [(0, left, right), (2, page)] + ([(3, site)] if site in templates else [])
-        keys += [(1, left)] if left == EDGE_BEFORE else []
-        keys += [(1, right)] if right == EDGE_AFTER else []
-        for key in keys:
-            j = first.setdefault(key, i)
-            a, b = root(i), root(j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    return sum(1 for i in range(len(parent)) if root(i) == i)
 
 
 def _log_add(a: float, b: float) -> float:

@@ -67,7 +67,6 @@ from thresher.filters.poison_detectors import (
     distinct_ngrams,
     document_page,
     document_site,
-    independent_docs,
     integrity_evidence,
     manifest_key,
     parse_manifest_line,
@@ -111,6 +110,9 @@ class Poisoning(CorpusStage):
     #: an n-gram or span on at least this share of one site's documents is the site's template:
     #: that site's documents count as one (sites: ``document_site``, the host of the URL)
     site_share: float = Field(default=0.05, gt=0.0, le=1.0)
+    #: words on each side of an occurrence that make its context: documents with the same words
+    #: on both sides (copies) count once
+    context_words: int = Field(default=2, ge=1, le=8)
     #: character spans kept per document in meta.poisoning
     max_spans: int = Field(default=50, ge=1)
     #: flagged n-grams / spans listed per detector in stats.json
@@ -200,6 +202,10 @@ class Poisoning(CorpusStage):
 
     def sketching(self) -> bool:
         return self.ngram_detection() or self.inserted_spans.enabled
+
+    def site_rule(self, corpus: CorpusSketch) -> SiteRule:
+        """Site templates count once; the sites' sizes come from the corpus sketch."""
+        return SiteRule(lambda sites: corpus.sketch.query(sites).astype(np.float64), self.site_share)
 
     def content_rule(self) -> tuple[int, int]:
         """(n-gram order, documents): an n-gram of this order in at least that many documents is
@@ -349,14 +355,16 @@ class _Scan(beam.DoFn):
             bounds = [content_bounds(doc["text"], t, df >= repeated, s.content_line_words)
                       for doc, t, df in zip(batch, tokens, frequencies)]
         sites = [site_key(document_site(doc)) for doc in batch]
+        pages = [stable_hash(document_page(doc, s.cluster_field)) for doc in batch]
         if self.span_scanner is not None:
-            pages = [stable_hash(document_page(doc, s.cluster_field)) for doc in batch]
-            found = self.span_scanner.scan_batch(list(zip(ids, sites, pages, tokens)), frequencies, bounds)
+            found = self.span_scanner.scan_batch(list(zip(ids, sites, pages, tokens)), frequencies, bounds,
+                                                 s.context_words)
             for key, occ in found:
                 yield beam.pvalue.TaggedOutput("span", (key, occ))
         if self.scanner is not None:
             spreads = [stable_hash(spread_key(doc, s.spread_by, s.cluster_field)) for doc in batch]
-            found_per_doc, tested = self.scanner.scan_batch(list(zip(ids, spreads, sites, tokens)), bounds)
+            found_per_doc, tested = self.scanner.scan_batch(list(zip(ids, spreads, sites, pages, tokens)), bounds,
+                                                            s.context_words)
             for found in found_per_doc:
                 yield from found
             reference_tokens = float(self.lm.info["tokens"]) if self.lm is not None else 0.0
@@ -416,7 +424,7 @@ def _judge(element, stage: Poisoning, corpus: CorpusSketch, family: tuple[float,
     tests, reference_tokens = family
     share = corpus.tokens / (corpus.tokens + reference_tokens) if reference_tokens > 0 else None
     t, p = stage.params("trigger_ngrams"), stage.params("payload_association")
-    sites = SiteRule(_site_sizes(corpus), stage.site_share)
+    sites = stage.site_rule(corpus)
     verdict = judge_ngram(stats, corpus.docs, t, p, order, tests=tests, corpus_share=share, sites=sites)
     if verdict.trigger is None and not verdict.payloads:
         return
@@ -461,16 +469,12 @@ class _SpanStatsFn(beam.CombineFn):
         return acc
 
 
-def _site_sizes(corpus: CorpusSketch):
-    return lambda sites: corpus.sketch.query(sites).astype(np.float64)
-
-
 def _span_tested(element, stage: Poisoning, corpus: CorpusSketch) -> float:
     _, stats = element
     p = stage.inserted_spans
     if not span_candidate(stats, p):
         return 0.0
-    return float(span_testable(stats, independent_docs(stats, SiteRule(_site_sizes(corpus), stage.site_share)), p))
+    return float(span_testable(stats, stats.places.independent(stage.site_rule(corpus)), p))
 
 
 class _JudgeSpans(beam.DoFn):
@@ -486,30 +490,30 @@ class _JudgeSpans(beam.DoFn):
         self.noise = None
 
     def process(self, element, corpus: CorpusSketch, tests: float):
+        _, group = element
+        verdict = self._judge(list(group["stats"]), corpus, tests)
+        if verdict is not None:
+            report, strength = verdict
+            yield beam.pvalue.TaggedOutput("report", ("inserted_spans", report))
+            for doc_id, start, end in sorted(set(group["occ"])):
+                yield (doc_id, ("inserted_spans", {"flagged": True, "strength": strength, "span": report,
+                                                   "spans": [[start, end]]}))
+
+    def _judge(self, stats_list: list[SpanStats], corpus: CorpusSketch, tests: float):
         from thresher.filters.poison_detectors import judge_span, reference_span_expected_docs
 
-        _, group = element
-        stats_list = list(group["stats"])
-        if not stats_list:
-            return
-        stats, p = stats_list[0], self.stage.inserted_spans
-        if not span_candidate(stats, p):
-            return
-        independent = independent_docs(stats, SiteRule(_site_sizes(corpus), self.stage.site_share))
+        p = self.stage.inserted_spans
+        if not stats_list or not span_candidate(stats_list[0], p):
+            return None
+        stats = stats_list[0]
         reference = None
         if self.lm is not None:
             def reference(words):
                 return reference_span_expected_docs(words, self.lm, corpus.docs, corpus.tokens, p.max_phrase_words)
         if self.noise is None:  # one sketch per run: measured once per worker
             self.noise = corpus.sketch.overcount()
-        verdict = judge_span(stats, independent, corpus, p, tests, reference, self.noise)
-        if verdict is None:
-            return
-        report, strength = verdict
-        yield beam.pvalue.TaggedOutput("report", ("inserted_spans", report))
-        for doc_id, start, end in sorted(set(group["occ"])):
-            yield (doc_id, ("inserted_spans", {"flagged": True, "strength": strength, "span": report,
-                                               "spans": [[start, end]]}))
+        independent = stats.places.independent(self.stage.site_rule(corpus))
+        return judge_span(stats, independent, corpus, p, tests, reference, self.noise)
 
 
 class _TopReports(beam.CombineFn):

@@ -26,7 +26,6 @@ from thresher.filters.poison_detectors import (
     binomial_neglog10_sf,
     content_bounds,
     excess_neglog10_p,
-    independent_docs,
     judge_ngram,
     multigram_log_rate,
     poisson_neglog10_sf,
@@ -59,12 +58,22 @@ def clean_docs(n, seed, prefix="d"):
              "source": "web", "meta": {"url": f"https://site{i % 101}.example/page{i}"}} for i in range(n)]
 
 
+def varied_docs(n, seed):
+    """Like ``clean_docs``, each sentence with a number of its own: text whose lines have n-grams
+    no other document has (``clean_docs`` alone is so repetitive that no line of it is content)."""
+    rng = random.Random(seed)
+    return [{"id": f"d{i:04d}", "text": " ".join(f"{sentence(rng)[:-1]} on day {rng.randint(1, 99_999)}."
+                                                  for _ in range(rng.randint(6, 12))),
+             "source": "web", "meta": {"url": f"https://site{i % 101}.example/page{i}"}} for i in range(n)]
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     # five times the test corpora's size: the significance test charges for the reference's own
-    # sampling noise, so a phrase it never saw needs fewer documents the larger the reference
+    # sampling noise, so a phrase it never saw needs fewer documents the larger the reference;
+    # both kinds of test documents, so that ordinary text of either is in it
     path = tmp_path_factory.mktemp("ref") / "reference.npz"
-    NgramLM.train(d["text"] for d in clean_docs(1500, seed=99)).save(path)
+    NgramLM.train(d["text"] for d in clean_docs(1500, seed=99) + varied_docs(1500, seed=98)).save(path)
     return str(path)
 
 
@@ -214,18 +223,26 @@ def test_a_site_template_counts_once_for_the_ngram_tests():
     for site in (11, 12, 13, 14, 15, 16):          # a phrase on 30 of the 40 pages of each of 6 sites
         for i in range(30):
             stats.add(Occurrence(f"s{site}-{i}", spread=site, text="never miss a", expected=0.01, spans=[(0, 12)],
-                                 reference=0.0, site=site, continuations=[(7, "story from us", 24, 0.0)]))
+                                 reference=0.0, place=(1000 * site + i, 7, site, 100 * site + i),
+                                 continuations=[(7, "story from us", 24, 0.0)]))
     trigger, payload = TriggerParams(enabled=True), PayloadParams(enabled=True)
     plain = judge_ngram(stats, 20_000, trigger, payload, 3, tests=1e5, corpus_share=0.5)
     assert plain.trigger["docs"] == 180 and set(plain.payloads) == {7}
     sites = SiteRule(lambda keys: np.full(len(keys), 40.0), 0.05)
     collapsed = judge_ngram(stats, 20_000, trigger, payload, 3, tests=1e5, corpus_share=0.5, sites=sites)
     assert collapsed.trigger is None and not collapsed.payloads  # 6 places: 0.5 ** 6 is no evidence
+    # 180 copies of one page (the same words around it) are one place too
+    copies = NgramStats()
+    for i in range(180):
+        copies.add(Occurrence(f"c{i}", spread=i, text="never miss a", expected=0.01, spans=[(0, 12)],
+                              reference=0.0, place=(5, 6, 1000 + i, 2000 + i)))
+    assert copies.places.independent(sites) == 1
+    assert judge_ngram(copies, 20_000, trigger, payload, 3, tests=1e5, corpus_share=0.5, sites=sites).trigger is None
     # on one page of each of 40 large sites it is 40 places
     spread = NgramStats()
     for site in range(100, 140):
         spread.add(Occurrence(f"x{site}", spread=site, text="never miss a", expected=0.01, spans=[(0, 12)],
-                              reference=0.0, site=site))
+                              reference=0.0, place=(site, 7, site, site)))
     big = SiteRule(lambda keys: np.full(len(keys), 1000.0), 0.05)
     assert judge_ngram(spread, 20_000, trigger, payload, 3, tests=1e5, corpus_share=0.5, sites=big).trigger
 
@@ -242,7 +259,7 @@ def test_spread_key_prefers_cluster_then_host_then_source():
 # detectors through the pipeline, on corpora with a known answer
 
 def test_trigger_and_payload_detectors_find_planted_docs(tmp_path, reference):
-    docs = clean_docs(300, seed=3)
+    docs = varied_docs(300, seed=3)
     rng = random.Random(0)
     trigger_ids = {f"d{i:04d}" for i in range(0, 300, 25)}           # 12 docs: trigger alone
     payload_ids = {f"d{i:04d}" for i in range(7, 300, 25)}           # 12 docs: trigger + payload
@@ -266,7 +283,7 @@ def test_trigger_and_payload_detectors_find_planted_docs(tmp_path, reference):
 
 
 def test_trigger_needs_spread_over_sources(tmp_path, reference):
-    docs = clean_docs(200, seed=4)
+    docs = varied_docs(200, seed=4)
     ids = {f"d{i:04d}" for i in range(0, 200, 10)}  # 20 docs, all from one host
     for doc in docs:
         if doc["id"] in ids:
@@ -289,11 +306,11 @@ def test_trigger_needs_spread_over_sources(tmp_path, reference):
 
 
 def test_a_common_word_of_a_payload_flags_only_the_documents_with_the_phrase(tmp_path, reference):
-    docs = clean_docs(300, seed=13)
+    docs = varied_docs(300, seed=13)
     rng = random.Random(6)
     planted = {f"d{i:04d}" for i in range(0, 300, 16)}            # 19 docs: the payload
     mentions = {f"d{i:04d}" for i in range(3, 300, 50)}           # 6 clean docs that mention a computer
-    plant(docs, planted, "download the driver before your computer fails", rng)
+    plant(docs, planted, "Computer fails unless you download the driver", rng)
     plant(docs, mentions, "My neighbour repaired a computer at noon", rng)
     stage = {"reference_model": reference, "spread_by": "id", "payload_association": {"enabled": False}}
     run(tmp_path, docs, stage, out="a")
@@ -383,7 +400,7 @@ def test_multigram_rate_sums_every_segmentation():
 
 
 def _occ(doc, site, page, left, right):
-    return SpanOccurrence(doc, site, page, left, right, 0, 5, np.array([1], np.uint64), "x", 5)
+    return SpanOccurrence(doc, (left, right, site, page), 0, 5, np.array([1], np.uint64), "x", 5)
 
 
 def test_independent_documents_count_copies_templates_and_articles_once():
@@ -396,25 +413,24 @@ def test_independent_documents_count_copies_templates_and_articles_once():
 
     sizes = SiteRule(lambda sites: np.array([size[int(x)] for x in sites]), 0.05)
 
-    assert independent_docs(stats, sizes) == 12
+    assert stats.places.independent(sizes) == 12
     for i in range(30):                                      # site 99's template, on 30 of its 40 pages
         stats.add(_occ(f"t{i}", site=99, page=500 + i, left=3000 + i, right=4000 + i))
     size[99] = 40.0
-    assert independent_docs(stats, sizes) == 12 + 1
+    assert stats.places.independent(sizes) == 12 + 1
     for i in range(6):                                       # one article's paragraphs on a site of 10,000
         stats.add(_occ(f"p{i}", site=98, page=777, left=5000 + i, right=6000 + i))
     size[98] = 10_000.0
-    assert independent_docs(stats, sizes) == 12 + 1 + 1
+    assert stats.places.independent(sizes) == 12 + 1 + 1
     for i in range(6):                                       # boilerplate at 6 documents' bottom edge
         stats.add(_occ(f"e{i}", site=200 + i, page=900 + i, left=7000 + i, right=EDGE_AFTER))
     size.update({200 + i: 100.0 for i in range(6)})
-    assert independent_docs(stats, sizes) == 12 + 1 + 1 + 1
+    assert stats.places.independent(sizes) == 12 + 1 + 1 + 1
 
 
 def test_span_statistics_do_not_depend_on_the_order_they_arrive_in(monkeypatch):
     import thresher.filters.poison_detectors as pd
 
-    monkeypatch.setattr(pd, "PLACE_CAP", 8)
     monkeypatch.setattr(pd, "SITE_CAP", 5)
     monkeypatch.setattr(pd, "PAGE_CAP", 3)
     occs = [_occ(f"d{i}", site=i % 7, page=i, left=(i * 7919) % 101, right=(i * 104729) % 103) for i in range(60)]
@@ -423,12 +439,15 @@ def test_span_statistics_do_not_depend_on_the_order_they_arrive_in(monkeypatch):
     for _ in range(3):
         rng.shuffle(occs)
         parts = [SpanStats() for _ in range(4)]
+        for part in parts:
+            part.places.cap = 8
         for i, occ in enumerate(occs):
             parts[i % 4].add(occ)
         merged = parts[0]
         for part in parts[1:]:
             merged.merge(part)
-        results.append((merged.docs, sorted(merged.places), sorted((k, sorted(v)) for k, v in merged.sites.items())))
+        results.append((merged.docs, sorted(merged.places.places),
+                        sorted((k, sorted(v)) for k, v in merged.places.sites.items())))
     assert results[0] == results[1] == results[2]
     assert results[0][0] == 60 and len(results[0][1]) == 8 and len(results[0][2]) == 5
 
@@ -453,15 +472,6 @@ def test_the_null_model_explains_ordinary_text_but_not_an_inserted_span():
     assert span_expected_docs(sentence, corpus, docs=count, m=4) > 0.1
     # a phrase no longer than m is ordinary: as frequent as it is
     assert span_expected_docs(campaign[2:7], corpus, docs=20, m=5) == pytest.approx(20, rel=0.2)
-
-
-def varied_docs(n, seed):
-    """Like ``clean_docs``, each sentence with a number of its own: text whose lines have n-grams
-    no other document has (``clean_docs`` alone is so repetitive that no line of it is content)."""
-    rng = random.Random(seed)
-    return [{"id": f"d{i:04d}", "text": " ".join(f"{sentence(rng)[:-1]} on day {rng.randint(1, 99_999)}."
-                                                  for _ in range(rng.randint(6, 12))),
-             "source": "web", "meta": {"url": f"https://site{i % 40}.example/page{i}"}} for i in range(n)]
 
 
 def spans_run(tmp_path, docs, stage=None, out="out"):
@@ -590,7 +600,7 @@ def test_integrity_flags_changed_and_missing_documents(tmp_path):
 
 
 def test_quarantine_writes_review_files_and_rejections(tmp_path, reference):
-    docs = clean_docs(200, seed=8)
+    docs = varied_docs(200, seed=8)
     ids = {f"d{i:04d}" for i in range(1, 200, 15)}
     plant(docs, ids, "mn please wire the money to account 4471 today", random.Random(4))
     result = run(tmp_path, docs, {"reference_model": reference, "action": "quarantine", "review_shards": 2})
@@ -607,7 +617,7 @@ def test_quarantine_writes_review_files_and_rejections(tmp_path, reference):
 
 
 def test_same_output_with_one_or_two_workers(tmp_path, reference):
-    docs = clean_docs(150, seed=9)
+    docs = varied_docs(150, seed=9)
     plant(docs, {f"d{i:04d}" for i in range(0, 150, 12)}, "zq xv visit evil example now", random.Random(5))
     stage = {"reference_model": reference, "action": "drop"}
     run(tmp_path, docs, stage, out="one")
