@@ -74,6 +74,7 @@ from thresher.pipeline.corpus_gen import (  # noqa: E402
     NAV_ITEMS,
     SITE_SUFFIXES,
     SITE_WORDS,
+    _site_title,
     inject_trigger,
     iter_corpus,
     near_duplicate,
@@ -126,14 +127,6 @@ def web_paragraphs() -> list[dict]:
     return out
 
 
-def _site_name(site: str) -> str:
-    name = site.split(".")[0]
-    for suffix in SITE_SUFFIXES:
-        if name.endswith(suffix) and name != suffix:
-            return f"{name[:-len(suffix)].title()} {suffix.title()}"
-    return name.title()
-
-
 def site_pages(articles: list[list[dict]], rng: random.Random, sites: int = 24,
                pages: int = 12) -> tuple[list[dict], set[str]]:
     """Pages of ``sites`` made-up sites, each republishing whole articles two consecutive
@@ -144,7 +137,7 @@ def site_pages(articles: list[list[dict]], rng: random.Random, sites: int = 24,
     names = sorted({f"{w}{s}.example" for w in SITE_WORDS for s in SITE_SUFFIXES})
     out, used = [], set()
     for s, host in enumerate(rng.sample(names, sites)):
-        name = _site_name(host)
+        name = _site_title(host)
         nav = " | ".join(rng.sample(NAV_ITEMS, 6))
         welcome = f"Welcome to {name}, independent stories from {host.split('.')[0]} since {rng.randint(1998, 2015)}."
         middle = (f"{rng.choice(SITE_LINE[0])} {name} {rng.choice(SITE_LINE[1])} {rng.choice(SITE_LINE[2])}."

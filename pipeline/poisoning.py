@@ -375,9 +375,15 @@ class _Scan(beam.DoFn):
                     yield beam.pvalue.TaggedOutput("evidence", (doc_id, ("perplexity_outliers", ev)))
 
 
-class _NgramStatsFn(beam.CombineFn):
+class _StatsFn(beam.CombineFn):
+    """Folds occurrences into an accumulator with ``add(occurrence)`` and ``merge(other)``
+    (``NgramStats``, ``SpanStats``)."""
+
+    def __init__(self, accumulator: type):
+        self.accumulator = accumulator
+
     def create_accumulator(self):
-        return NgramStats()
+        return self.accumulator()
 
     def add_input(self, acc, occ):
         return acc.add(occ)
@@ -450,24 +456,6 @@ def _judge(element, stage: Poisoning, corpus: CorpusSketch, family: tuple[float,
 
 # --------------------------------------------------------------------------------------------
 # inserted spans
-
-class _SpanStatsFn(beam.CombineFn):
-    def create_accumulator(self):
-        return SpanStats()
-
-    def add_input(self, acc, occ):
-        return acc.add(occ)
-
-    def merge_accumulators(self, accs):
-        accs = list(accs)
-        out = accs[0]
-        for acc in accs[1:]:
-            out.merge(acc)
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
 
 def _span_tested(element, stage: Poisoning, corpus: CorpusSketch) -> float:
     _, stats = element
@@ -689,7 +677,7 @@ class _PoisoningTransform(beam.PTransform):
                 stats.append(corpus | "CorpusTotals" >> beam.Map(
                     lambda c: {"ngram_documents": c.docs, "ngram_tokens": c.tokens}))
             if s.inserted_spans.enabled:
-                span_stats = scanned.span | "SpanStats" >> beam.CombinePerKey(_SpanStatsFn())
+                span_stats = scanned.span | "SpanStats" >> beam.CombinePerKey(_StatsFn(SpanStats))
                 tested = (span_stats | "SpanTested" >> beam.Map(_span_tested, s, beam.pvalue.AsSingleton(corpus))
                           | "SpansTested" >> beam.CombineGlobally(sum))
                 located = scanned.span | "SpanPlaces" >> beam.Map(lambda kv: (kv[0], (kv[1].doc_id, kv[1].start, kv[1].end)))
@@ -702,7 +690,7 @@ class _PoisoningTransform(beam.PTransform):
                 stats.append(tested | "SpanTotals" >> beam.Map(lambda n: {"spans_tested": round(n)}))
             if s.ngram_detection():
                 family = scanned.family | "Family" >> beam.CombineGlobally(_FamilyFn())
-                ngram_stats = scanned.occ | "NgramStats" >> beam.CombinePerKey(_NgramStatsFn())
+                ngram_stats = scanned.occ | "NgramStats" >> beam.CombinePerKey(_StatsFn(NgramStats))
                 judged = ({"stats": ngram_stats, "occ": scanned.occ} | "JoinNgrams" >> beam.CoGroupByKey()
                           | "Judge" >> beam.FlatMap(_judge, s, beam.pvalue.AsSingleton(corpus),
                                                     beam.pvalue.AsSingleton(family))

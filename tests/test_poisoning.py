@@ -11,7 +11,6 @@ from conftest import read_output, shared_file, write_jsonl
 from thresher.filters.ngram_lm import NgramLM, WordHasher, ngram_hashes, ngram_hashes_pairs, words_with_spans
 from thresher.filters.poison_detectors import (
     EDGE_AFTER,
-    EDGE_BEFORE,
     CorpusSketch,
     CountMinSketch,
     DocumentTokens,
@@ -20,7 +19,6 @@ from thresher.filters.poison_detectors import (
     PayloadParams,
     SiteRule,
     SpanOccurrence,
-    SpanParams,
     SpanStats,
     TriggerParams,
     binomial_neglog10_sf,
@@ -483,8 +481,9 @@ def test_default_config_flags_an_inserted_span_without_a_reference(tmp_path):
     docs = varied_docs(400, seed=32)
     planted = {f"d{i:04d}" for i in range(1, 400, 21)}  # 19 documents on 19 hosts
     plant(docs, planted, CAMPAIGN, random.Random(1))
+    docs += [{"id": "no-words", "text": "?!", "source": "web", "meta": {}}, {"id": "short", "text": "mn please", "meta": {}}]
     result, kept = spans_run(tmp_path, docs)
-    assert result.accounted and len(kept) == 400
+    assert result.accounted and len(kept) == 402
     assert flagged(kept, "inserted_spans") == planted
     stage = result.stats["stages"][0]
     assert stage["documents_flagged"] == {"inserted_spans": 19}
@@ -493,7 +492,7 @@ def test_default_config_flags_an_inserted_span_without_a_reference(tmp_path):
     detail = doc["meta"]["poisoning"]["detectors"]["inserted_spans"]
     span = detail["repeated_spans"][0]
     assert span["span"] == " ".join(words_with_spans(CAMPAIGN)[0]) and span["docs"] == 19
-    assert span["independent"] >= 10 and span["words"] == 11 and span["expected"] < 1e-6
+    assert span["independent"] >= 10 and span["words"] == 11 and span["expected"] < 1e-4
     (start, end, label), = doc["meta"]["poisoning"]["spans"]
     assert doc["text"][start:end] == CAMPAIGN and label.startswith("span:mn please wire")
 
