@@ -45,13 +45,18 @@ class TriggerParams(_Params):
     #: null: on when the stage has a ``reference_model`` (the test compares corpus counts with the
     #: reference's; true without one is an error)
     enabled: bool | None = None
+    #: n-gram orders tested (words; 1 to 8)
     ngram_sizes: list[int] = Field(default_factory=lambda: [1, 2, 3, 4], min_length=1)
+    #: independent documents an n-gram needs
     min_docs: int = Field(default=10, ge=2)
+    #: distinct spread keys (``spread_by``) an n-gram needs
     min_spread: int = Field(default=5, ge=1)
+    #: documents over the reference's expectation (+ 0.5) an n-gram needs to be counted exactly
     min_lift: float = Field(default=10.0, ge=1.0)
     #: family-wise significance: an n-gram is flagged when its p-value times the number of
     #: n-grams tested (every n-gram in at least ``min_docs`` documents; Bonferroni) is at most this
     max_p_value: float = Field(default=0.01, gt=0.0, le=1.0)
+    #: n-grams in more than this share of the documents are not tested (too common to be an attack)
     max_doc_fraction: float = Field(default=0.1, gt=0.0, le=1.0)
     #: an n-gram shorter than the longest size that is significant only inside one longer phrase
     #: (most of its documents have the same words before it, or after it) flags only those
@@ -68,11 +73,17 @@ class TriggerParams(_Params):
 class PayloadParams(_Params):
     #: null: on when the stage has a ``reference_model`` (true without one is an error)
     enabled: bool | None = None
+    #: orders of the trigger n-grams whose continuations are compared
     ngram_sizes: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    #: words after the trigger that make its continuation
     continuation_words: int = Field(default=4, ge=1, le=16)
+    #: independent documents a (trigger, continuation) pair needs
     min_docs: int = Field(default=5, ge=2)
+    #: share of the trigger's documents in which that continuation follows it
     min_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: distinct spread keys the pair needs
     min_spread: int = Field(default=3, ge=1)
+    #: the trigger's documents over the reference's expectation (+ 0.5)
     min_lift: float = Field(default=10.0, ge=1.0)
     #: family-wise significance of the whole (n-gram + continuation) string, Bonferroni-corrected
     #: like ``trigger_ngrams.max_p_value``
@@ -88,6 +99,7 @@ class PayloadParams(_Params):
 class SpanParams(_Params):
     """``inserted_spans``: the reference-free test (see ``judge_span`` and docs/poisoning.md)."""
 
+    #: on by default: the test needs nothing but the corpus
     enabled: bool = True
     #: the longest phrase ordinary text repeats as a unit (idioms, names, titles); a repeated span
     #: is tested only when it is longer, so shorter triggers need a reference (``trigger_ngrams``)
@@ -107,9 +119,13 @@ class SpanParams(_Params):
 
 
 class PerplexityParams(_Params):
+    #: ONION: needs ``reference_model`` (the n-gram pass) or ``checkpoint`` (the transformer pass)
     enabled: bool = False
+    #: nats; a word whose removal gains this much over an average word is suspicious
     threshold: float = Field(default=12.0, gt=0.0)
+    #: suspicious words that flag a document
     min_words: int = Field(default=1, ge=1)
+    #: suspicious words kept as spans per document
     max_spans: int = Field(default=10, ge=1)
     #: second pass: a `thresher train` checkpoint (a checkpoints/step-N directory, or a training
     #: OUT for its newest) that scores, word by word, the documents any detector flagged
@@ -137,9 +153,13 @@ class PerplexityParams(_Params):
 
 
 class IntegrityParams(_Params):
+    #: split-view check against a manifest of vetted content hashes
     enabled: bool = False
+    #: a `thresher manifest` file (local path or URL)
     manifest: str | None = None
+    #: what joins a document to its manifest line
     key: Literal["id", "url"] = "id"
+    #: a document missing from the manifest is flagged too
     require_manifest: bool = False
 
     @model_validator(mode="after")

@@ -102,6 +102,7 @@ class Poisoning(CorpusStage):
     cluster_field: str = "minhash_cluster"
     #: counters per row of the n-gram count-min sketch (a power of two; 4 bytes each)
     sketch_width: int = Field(default=1 << 20, ge=16)
+    #: rows of the sketch (an estimate is the smallest of its rows')
     sketch_depth: int = Field(default=4, ge=1, le=16)
     #: a content line has at least this many words, not all of them repeated text; the lines before
     #: a document's first and after its last content line are its edges (menus, footers, banners):
@@ -117,7 +118,9 @@ class Poisoning(CorpusStage):
     max_spans: int = Field(default=50, ge=1)
     #: flagged n-grams / spans listed per detector in stats.json
     report_top: int = Field(default=20, ge=0)
+    #: files of OUT/poisoning_review/ (quarantine)
     review_shards: int = Field(default=1, ge=1, le=4096)
+    #: documents per vectorised batch
     batch_size: int = Field(default=256, ge=1)
     inserted_spans: SpanParams = SpanParams()
     trigger_ngrams: TriggerParams = TriggerParams()
