@@ -245,8 +245,8 @@ def stable_hash(value: str) -> int:
 
 
 def document_site(doc: dict) -> str:
-    """The site a document belongs to, for ``inserted_spans``: the host of its URL, else its
-    source, else the document itself."""
+    """The site a document belongs to (``SiteRule``): the host of its URL, else its source, else
+    the document itself."""
     host = url_host(document_url(doc))
     if host:
         return f"host:{host}"
@@ -407,10 +407,18 @@ PAGE_CAP = 64
 
 
 def _add_bounded(values: set, value, cap: int) -> None:
-    """Keep the ``cap`` smallest values: the same set whatever the order they came in."""
+    """Keep (at least) the ``cap`` smallest values: a value dropped was not among the ``cap``
+    smallest seen so far, so it is not among the ``cap`` smallest of all. Pruned in batches
+    (amortised O(log n) an add); ``_smallest`` gives the exact set, whatever the order values
+    came in."""
     values.add(value)
-    if len(values) > cap:
-        values.discard(max(values))
+    if len(values) > 2 * cap:
+        keep = set(sorted(values)[:cap])
+        values.intersection_update(keep)
+
+
+def _smallest(values: set, cap: int) -> set:
+    return values if len(values) <= cap else set(sorted(values)[:cap])
 
 
 class Places:
@@ -436,13 +444,18 @@ class Places:
         self._add_site(where[2], {where[3]})
 
     def _add_site(self, site: int, pages: set[int]) -> None:
-        if site not in self.sites and len(self.sites) >= SITE_CAP:
-            if site > max(self.sites):
-                return
-            del self.sites[max(self.sites)]
         mine = self.sites.setdefault(site, set())
         for page in pages:
             _add_bounded(mine, page, PAGE_CAP)
+        if len(self.sites) > 2 * SITE_CAP:  # keep the SITE_CAP smallest sites (see _add_bounded)
+            for dropped in sorted(self.sites)[SITE_CAP:]:
+                del self.sites[dropped]
+
+    def _pruned(self) -> tuple[set, dict[int, set[int]]]:
+        """The exact bounded sets: the ``cap`` smallest places, the ``SITE_CAP`` smallest sites
+        with their ``PAGE_CAP`` smallest pages."""
+        sites = {site: _smallest(self.sites[site], PAGE_CAP) for site in sorted(self.sites)[:SITE_CAP]}
+        return _smallest(self.places, self.cap), sites
 
     def merge(self, other: "Places") -> None:
         self.unplaced += other.unplaced
@@ -464,8 +477,9 @@ class Places:
         those counts once. A campaign at random positions of unrelated documents keeps about all
         its documents: two of them share both contexts only by chance (one shared side, a
         sentence starting "In the", is common and does not link them)."""
-        templates = rule.templates(self.sites) if rule is not None else set()
-        parent = list(range(len(self.places)))
+        places, sites = self._pruned()
+        templates = rule.templates(sites) if rule is not None else set()
+        parent = list(range(len(places)))
 
         def root(i):
             while parent[i] != i:
@@ -474,7 +488,7 @@ class Places:
             return i
 
         first: dict[tuple, int] = {}
-        for i, (left, right, site, page) in enumerate(sorted(self.places)):
+        for i, (left, right, site, page) in enumerate(sorted(places)):
             keys = [(0, left, right), (2, page)] + ([(3, site)] if site in templates else [])
             keys += [(1, left)] if left == EDGE_BEFORE else []
             keys += [(1, right)] if right == EDGE_AFTER else []

@@ -444,10 +444,11 @@ def test_span_statistics_do_not_depend_on_the_order_they_arrive_in(monkeypatch):
         merged = parts[0]
         for part in parts[1:]:
             merged.merge(part)
-        results.append((merged.docs, sorted(merged.places.places),
-                        sorted((k, sorted(v)) for k, v in merged.places.sites.items())))
+        places, sites = merged.places._pruned()
+        results.append((merged.docs, sorted(places), sorted((k, sorted(v)) for k, v in sites.items()),
+                        merged.places.independent(None)))
     assert results[0] == results[1] == results[2]
-    assert results[0][0] == 60 and len(results[0][1]) == 8 and len(results[0][2]) == 5
+    assert results[0][0] == 60 and len(results[0][1]) == 8 and len(results[0][2]) == 5 and results[0][3] == 8
 
 
 def _sketch(texts, sizes=(1, 2, 3, 4, 5)):
