@@ -3,10 +3,12 @@
 - ``DocumentTokens``: a document's words, character spans and word hashes (``ngram_lm``).
 - ``CountMinSketch``: bounded-memory document frequencies of every word n-gram (pass one).
 - ``CandidateScanner``: pass two, per document: the n-grams whose sketched document frequency is
-  high enough and whose expected frequency (from the reference model, else from the corpus's own
-  word frequencies under independence) is low enough to be worth counting exactly.
+  high enough and whose expected frequency under the reference model is low enough to be worth
+  counting exactly.
 - ``NgramStats``: the exact per-n-gram accumulator (document count, distinct spread keys, the
   continuations that follow it), bounded by caps; ``judge_ngram`` applies the significance tests.
+- ``SpanScanner`` / ``SpanStats`` / ``judge_span``: the reference-free test for inserted spans
+  (repeated word runs whose documents are otherwise unrelated) and its null model.
 - integrity helpers: the content hash and the manifest format.
 - ``combine_evidence``: one document's evidence from all detectors -> score, spans, reason.
 """
@@ -17,6 +19,7 @@ import gzip
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal
 from urllib.parse import urlsplit
@@ -27,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from thresher.filters.ngram_lm import BOS_HASH, NgramLM, WordHasher, mix64, ngram_hashes, words_with_spans
 
-DETECTORS = ("integrity", "payload_association", "trigger_ngrams", "perplexity_outliers")
+DETECTORS = ("integrity", "inserted_spans", "payload_association", "trigger_ngrams", "perplexity_outliers")
 SpreadBy = Literal["auto", "cluster", "host", "source", "id"]
 
 
@@ -39,14 +42,21 @@ class _Params(BaseModel):
 
 
 class TriggerParams(_Params):
-    enabled: bool = True
+    #: null: on when the stage has a ``reference_model`` (the test compares corpus counts with the
+    #: reference's; true without one is an error)
+    enabled: bool | None = None
+    #: n-gram orders tested (words; 1 to 8)
     ngram_sizes: list[int] = Field(default_factory=lambda: [1, 2, 3, 4], min_length=1)
+    #: independent documents an n-gram needs
     min_docs: int = Field(default=10, ge=2)
+    #: distinct spread keys (``spread_by``) an n-gram needs
     min_spread: int = Field(default=5, ge=1)
+    #: documents over the reference's expectation (+ 0.5) an n-gram needs to be counted exactly
     min_lift: float = Field(default=10.0, ge=1.0)
     #: family-wise significance: an n-gram is flagged when its p-value times the number of
     #: n-grams tested (every n-gram in at least ``min_docs`` documents; Bonferroni) is at most this
     max_p_value: float = Field(default=0.01, gt=0.0, le=1.0)
+    #: n-grams in more than this share of the documents are not tested (too common to be an attack)
     max_doc_fraction: float = Field(default=0.1, gt=0.0, le=1.0)
     #: an n-gram shorter than the longest size that is significant only inside one longer phrase
     #: (most of its documents have the same words before it, or after it) flags only those
@@ -61,12 +71,19 @@ class TriggerParams(_Params):
 
 
 class PayloadParams(_Params):
-    enabled: bool = True
+    #: null: on when the stage has a ``reference_model`` (true without one is an error)
+    enabled: bool | None = None
+    #: orders of the trigger n-grams whose continuations are compared
     ngram_sizes: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    #: words after the trigger that make its continuation
     continuation_words: int = Field(default=4, ge=1, le=16)
+    #: independent documents a (trigger, continuation) pair needs
     min_docs: int = Field(default=5, ge=2)
+    #: share of the trigger's documents in which that continuation follows it
     min_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: distinct spread keys the pair needs
     min_spread: int = Field(default=3, ge=1)
+    #: the trigger's documents over the reference's expectation (+ 0.5)
     min_lift: float = Field(default=10.0, ge=1.0)
     #: family-wise significance of the whole (n-gram + continuation) string, Bonferroni-corrected
     #: like ``trigger_ngrams.max_p_value``
@@ -79,10 +96,36 @@ class PayloadParams(_Params):
         return self
 
 
+class SpanParams(_Params):
+    """``inserted_spans``: the reference-free test (see ``judge_span`` and docs/poisoning.md)."""
+
+    #: on by default: the test needs nothing but the corpus
+    enabled: bool = True
+    #: the longest phrase ordinary text repeats as a unit (idioms, names, titles); a repeated span
+    #: is tested only when it is longer, so shorter triggers need a reference (``trigger_ngrams``)
+    max_phrase_words: int = Field(default=4, ge=1, le=7)
+    #: independent documents a span needs (``Places.independent``): the detection limit
+    min_docs: int = Field(default=10, ge=2)
+    #: family-wise significance over the spans tested (Bonferroni), like ``trigger_ngrams.max_p_value``
+    max_p_value: float = Field(default=0.01, gt=0.0, le=1.0)
+    #: an n-gram in more than this share of the documents ends a span (too common to be an attack)
+    max_doc_fraction: float = Field(default=0.1, gt=0.0, le=1.0)
+    #: a longer span is keyed by all its words but tested (and reported) on its first this many
+    max_span_words: int = Field(default=64, ge=8, le=1024)
+
+    def run_order(self) -> int:
+        """The n-gram order whose repeated occurrences make up spans."""
+        return self.max_phrase_words + 1
+
+
 class PerplexityParams(_Params):
+    #: ONION: needs ``reference_model`` (the n-gram pass) or ``checkpoint`` (the transformer pass)
     enabled: bool = False
+    #: nats; a word whose removal gains this much over an average word is suspicious
     threshold: float = Field(default=12.0, gt=0.0)
+    #: suspicious words that flag a document
     min_words: int = Field(default=1, ge=1)
+    #: suspicious words kept as spans per document
     max_spans: int = Field(default=10, ge=1)
     #: second pass: a `thresher train` checkpoint (a checkpoints/step-N directory, or a training
     #: OUT for its newest) that scores, word by word, the documents any detector flagged
@@ -110,9 +153,13 @@ class PerplexityParams(_Params):
 
 
 class IntegrityParams(_Params):
+    #: split-view check against a manifest of vetted content hashes
     enabled: bool = False
+    #: a `thresher manifest` file (local path or URL)
     manifest: str | None = None
+    #: what joins a document to its manifest line
     key: Literal["id", "url"] = "id"
+    #: a document missing from the manifest is flagged too
     require_manifest: bool = False
 
     @model_validator(mode="after")
@@ -197,6 +244,33 @@ def stable_hash(value: str) -> int:
     return xxhash.xxh3_64_intdigest(value.encode("utf-8", "surrogatepass"))
 
 
+def document_site(doc: dict) -> str:
+    """The site a document belongs to (``SiteRule``): the host of its URL, else its source, else
+    the document itself."""
+    host = url_host(document_url(doc))
+    if host:
+        return f"host:{host}"
+    return f"source:{doc['source']}" if doc.get("source") else f"id:{doc['id']}"
+
+
+def document_page(doc: dict, cluster_field: str) -> str:
+    """The page a document is a version of: its dedup cluster, else its URL without query and
+    fragment (a print view is the same page), else the document itself."""
+    meta = doc.get("meta") or {}
+    if meta.get(cluster_field) is not None:
+        return f"cluster:{meta[cluster_field]}"
+    url = document_url(doc)
+    if url:
+        return "url:" + url.split("#", 1)[0].split("?", 1)[0]
+    return f"id:{doc['id']}"
+
+
+def site_key(site: str) -> int:
+    """A site's key in the corpus sketch, where pass one counts each document's site once: the
+    sketch then also says how many documents a site has."""
+    return stable_hash("\x00site\x00" + site)
+
+
 # --------------------------------------------------------------------------------------------
 # pass one: bounded document frequencies
 
@@ -240,6 +314,12 @@ class CountMinSketch:
             raise ValueError("cannot merge sketches of different shapes")
         self.table += other.table
 
+    def overcount(self, probes: int = 4096) -> float:
+        """The typical overcount of a key: the median estimate of ``probes`` fixed random keys
+        that were (almost surely) never added. It grows with what was added over the width."""
+        keys = np.array([stable_hash(f"\x00probe\x00{i}") for i in range(probes)], dtype=np.uint64)
+        return float(np.median(self.query(keys)))
+
 
 @dataclass
 class CorpusSketch:
@@ -278,6 +358,146 @@ class Occurrence:
     # per span: hashes of the words before it and of the words after it, as many as make it
     # the longest n-gram size (``CandidateScanner.context_words``), padded at the document's ends
     contexts: list[tuple[int, int]] = field(default_factory=list)
+    # where the document has it first (``place``); None: counted as an independent document
+    place: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class SiteRule:
+    """When one site's documents count as one: the n-gram or span is on at least ``share`` of
+    them (it is the site's template). ``sizes(sites)``: the sites' document counts (the corpus
+    sketch counts each document's site key in pass one)."""
+
+    sizes: Any
+    share: float
+
+    def templates(self, pages: dict[int, set[int]]) -> set[int]:
+        """The sites of ``pages`` (site -> the pages carrying it) whose template it is."""
+        sites = [site for site in pages if site]
+        if not sites:
+            return set()
+        sizes = self.sizes(np.array(sites, dtype=np.uint64))
+        return {site for site, size in zip(sites, sizes) if len(pages[site]) >= self.share * size}
+
+
+EDGE_BEFORE, EDGE_AFTER = 1, 2  # the context of every occurrence in a document's top / bottom edge
+
+
+def _context_hash(hashes: np.ndarray, missing: int, before: bool) -> int:
+    pad = missing.to_bytes(1, "little")
+    return xxhash.xxh3_64_intdigest(pad + hashes.tobytes() if before else hashes.tobytes() + pad)
+
+
+def place(hashes: np.ndarray, start: int, end: int, bounds: tuple[int, int], context: int, site: int,
+          page: int) -> tuple[int, int, int, int]:
+    """Where words [start, end) of a document stand: (the ``context`` words before, the words after,
+    site, page). In the document's top edge or at its very start the left context is
+    ``EDGE_BEFORE``; in its bottom edge or at its very end the right one is ``EDGE_AFTER``
+    (``bounds``: its ``content_bounds``)."""
+    first, last = bounds
+    before, after = hashes[max(0, start - context):start], hashes[end:end + context]
+    left = EDGE_BEFORE if start < max(first, 1) else _context_hash(before, context - len(before), True)
+    right = EDGE_AFTER if end > min(last + 1, len(hashes) - 1) else _context_hash(after, context - len(after), False)
+    return left, right, site, page
+
+
+PLACE_CAP = 4096
+SITE_CAP = 1024
+PAGE_CAP = 64
+
+
+def _add_bounded(values: set, value, cap: int) -> None:
+    """Keep (at least) the ``cap`` smallest values: a value dropped was not among the ``cap``
+    smallest seen so far, so it is not among the ``cap`` smallest of all. Pruned in batches
+    (amortised O(log n) an add); ``_smallest`` gives the exact set, whatever the order values
+    came in."""
+    values.add(value)
+    if len(values) > 2 * cap:
+        keep = set(sorted(values)[:cap])
+        values.intersection_update(keep)
+
+
+def _smallest(values: set, cap: int) -> set:
+    return values if len(values) <= cap else set(sorted(values)[:cap])
+
+
+class Places:
+    """Where an n-gram or span occurs, one place per document (``place``), and per site the
+    pages that carry it: bounded sets that keep their smallest elements (``cap`` places,
+    ``SITE_CAP`` sites of ``PAGE_CAP`` pages), so they do not depend on the order documents
+    come in and saturate far above any detection limit. Documents without a place (None) are
+    counted as independent."""
+
+    __slots__ = ("places", "sites", "unplaced", "cap")
+
+    def __init__(self, cap: int = PLACE_CAP):
+        self.places: set[tuple[int, int, int, int]] = set()
+        self.sites: dict[int, set[int]] = {}
+        self.unplaced = 0
+        self.cap = cap
+
+    def add(self, where: tuple[int, int, int, int] | None) -> None:
+        if where is None:
+            self.unplaced += 1
+            return
+        _add_bounded(self.places, where, self.cap)
+        self._add_site(where[2], {where[3]})
+
+    def _add_site(self, site: int, pages: set[int]) -> None:
+        mine = self.sites.setdefault(site, set())
+        for page in pages:
+            _add_bounded(mine, page, PAGE_CAP)
+        if len(self.sites) > 2 * SITE_CAP:  # keep the SITE_CAP smallest sites (see _add_bounded)
+            for dropped in sorted(self.sites)[SITE_CAP:]:
+                del self.sites[dropped]
+
+    def _pruned(self) -> tuple[set, dict[int, set[int]]]:
+        """The exact bounded sets: the ``cap`` smallest places, the ``SITE_CAP`` smallest sites
+        with their ``PAGE_CAP`` smallest pages."""
+        sites = {site: _smallest(self.sites[site], PAGE_CAP) for site in sorted(self.sites)[:SITE_CAP]}
+        return _smallest(self.places, self.cap), sites
+
+    def merge(self, other: "Places") -> None:
+        self.unplaced += other.unplaced
+        for where in other.places:
+            _add_bounded(self.places, where, self.cap)
+        for site, pages in other.sites.items():
+            self._add_site(site, pages)
+
+    def independent(self, rule: SiteRule | None) -> int:
+        """How many documents are independent evidence: the connected components of the places,
+        two being linked when they have the same words just before and just after, when both
+        are in a document's top edge or both in a bottom edge, when they are on the same page, or
+        on a site whose template this is (``rule``; no site rule: sites do not link).
+
+        Copies of one document (near duplicates, syndication on other hosts) carry the text
+        between the same words; boilerplate in documents' edges (``content_bounds``) or at their
+        very start or end has the edge as its context; the paragraphs of one article share its
+        page (URL, or dedup cluster); a site template is on most of a site's pages. Each of
+        those counts once. A campaign at random positions of unrelated documents keeps about all
+        its documents: two of them share both contexts only by chance (one shared side, a
+        sentence starting "In the", is common and does not link them)."""
+        places, sites = self._pruned()
+        templates = rule.templates(sites) if rule is not None else set()
+        parent = list(range(len(places)))
+
+        def root(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        first: dict[tuple, int] = {}
+        for i, (left, right, site, page) in enumerate(sorted(places)):
+            keys = [(0, left, right), (2, page)] + ([(3, site)] if site in templates else [])
+            keys += [(1, left)] if left == EDGE_BEFORE else []
+            keys += [(1, right)] if right == EDGE_AFTER else []
+            for key in keys:
+                j = first.setdefault(key, i)
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+        return self.unplaced + sum(1 for i in range(len(parent)) if root(i) == i)
 
 
 def expected_docs(probability: np.ndarray, docs: int, tokens: int) -> np.ndarray:
@@ -372,7 +592,7 @@ class CandidateScanner:
     """Finds one document's candidate n-grams for exact counting (pass two).
 
     A candidate has sketched document frequency >= ``min_docs`` and lift (sketched df over
-    expected df + 0.5) >= ``min_lift``: the least strict of the trigger and payload settings, so
+    expected df + 0.5, the expectation from the reference model) >= ``min_lift``: the least strict of the trigger and payload settings, so
     every n-gram either detector could flag is counted exactly. The sketch overcounts, never
     undercounts, so nothing that passes the exact tests is missed here. N-grams in more than
     ``max_doc_fraction`` of the documents are not candidates: an attack that common is no longer
@@ -388,7 +608,7 @@ class CandidateScanner:
     ``max_docs``] adds 1/df per document it is in, so over the corpus each such distinct n-gram
     adds about 1, whether or not it becomes a candidate."""
 
-    def __init__(self, corpus: CorpusSketch, lm: NgramLM | None, sizes: list[int], min_docs: int,
+    def __init__(self, corpus: CorpusSketch, lm: NgramLM, sizes: list[int], min_docs: int,
                  min_lift: float, continuation_words: int, payload_sizes: list[int],
                  max_doc_fraction: float = 1.0, context_words: int = 0):
         self.corpus = corpus
@@ -401,21 +621,25 @@ class CandidateScanner:
         self.min_lift = min_lift
         self.continuation_words = continuation_words
 
-    def scan_batch(self, docs: list[tuple[str, int, DocumentTokens]]) -> tuple[list[list[tuple[int, Occurrence]]], float]:
-        """Per document (id, spread hash, tokens): its (n-gram hash, occurrences) candidates; and
-        the batch's share of the number of hypotheses tested."""
-        batch = PaddedBatch([t for _, _, t in docs])
+    def scan_batch(self, docs: list[tuple[str, int, int, int, DocumentTokens]],
+                   bounds: list[tuple[int, int]] | None = None, context: int = 2
+                   ) -> tuple[list[list[tuple[int, Occurrence]]], float]:
+        """Per document (id, spread hash, site key, page hash, tokens): its (n-gram hash,
+        occurrences) candidates; and the batch's share of the number of hypotheses tested. With
+        ``bounds`` (each document's ``content_bounds``), occurrences in a document's edges (menus,
+        footers) are left out, a site template there is not a campaign, and each occurrence has
+        its ``place`` (``context`` words each side) for counting independent documents."""
+        batch = PaddedBatch([t for *_, t in docs])
         out: list[dict[int, Occurrence]] = [{} for _ in docs]
         total = len(batch.hashes)
         tested = 0.0
         if total == 0:
             return [[] for _ in docs], tested
-        rates = self.lm.expected_rates(batch.hashes) if self.lm is not None else None
-        counts = self.lm.reference_counts(batch.hashes) if self.lm is not None else None
-        if rates is not None:
-            tri_rate = rates[0].copy()
-            tri_rate[:-1] += rates[1][1:]
-            tri_rate[:-2] += rates[2][2:]
+        rates = self.lm.expected_rates(batch.hashes)
+        counts = self.lm.reference_counts(batch.hashes)
+        tri_rate = rates[0].copy()
+        tri_rate[:-1] += rates[1][1:]
+        tri_rate[:-2] += rates[2][2:]
         for n in self.sizes:
             hashes = ngram_hashes(batch.hashes, n)
             if len(hashes) == 0:
@@ -432,35 +656,32 @@ class CandidateScanner:
             if len(starts) == 0:
                 continue
             tested += self._family_share(batch, hashes, starts, df)
-            if rates is not None:
-                logp = rates[0][starts].copy()
-                if n >= 2:
-                    logp += rates[1][starts + 1]
-                if n >= 3:
-                    logp += rates[2][starts + 2]
-                for k in range(1, n - 2):
-                    # beyond the model's order a chain of trigram conditionals under-predicts
-                    # fixed phrases; every sub-trigram's rate bounds the n-gram's rate from above
-                    logp = np.minimum(logp, tri_rate[starts + k])
-            else:
-                logp = np.zeros(len(starts))
-                for k in range(n):
-                    wdf = self.corpus.sketch.query(batch.hashes[starts + k]).astype(np.float64)
-                    logp += np.log(np.maximum(wdf, 0.5) / max(self.corpus.tokens, 1))
+            logp = rates[0][starts].copy()
+            if n >= 2:
+                logp += rates[1][starts + 1]
+            if n >= 3:
+                logp += rates[2][starts + 2]
+            for k in range(1, n - 2):
+                # beyond the model's order a chain of trigram conditionals under-predicts
+                # fixed phrases; every sub-trigram's rate bounds the n-gram's rate from above
+                logp = np.minimum(logp, tri_rate[starts + k])
             expected = expected_docs(np.exp(logp), self.corpus.docs, self.corpus.tokens)
             lift = df / (expected + 0.5)
             keep = lift >= self.min_lift
             starts, expected = starts[keep], expected[keep]
-            reference = self._span_counts(counts, starts, n) if counts is not None else np.full(len(starts), -1.0)
+            reference = self._span_counts(counts, starts, n)
             doc_index = np.searchsorted(batch.ends, starts, side="right")
             for d, g, exp, ref in zip(doc_index.tolist(), starts.tolist(), expected.tolist(), reference.tolist()):
-                doc_id, spread, tokens = docs[d]
+                doc_id, spread, site, page, tokens = docs[d]
                 start = g - int(batch.starts[d])
+                if bounds is not None and not bounds[d][0] <= start <= start + n - 1 <= bounds[d][1]:
+                    continue
                 key = int(hashes[g])
                 occ = out[d].get(key)
                 if occ is None:
+                    where = place(tokens.hashes, start, start + n, bounds[d], context, site, page) if bounds else None
                     occ = out[d][key] = Occurrence(doc_id, spread, " ".join(tokens.words[start:start + n]), exp, [],
-                                                   reference=ref)
+                                                   reference=ref, place=where)
                 occ.spans.append((tokens.spans[start][0], tokens.spans[start + n - 1][1]))
                 occ.contexts.append(self._contexts(tokens.hashes, start, n))
                 if n in self.payload_sizes:
@@ -508,13 +729,11 @@ class CandidateScanner:
         """(hash, text, end char, reference count of n-gram + continuation) of the words after an
         n-gram ending before word ``first`` of the document."""
         words = tokens.words[first:first + self.continuation_words]
-        ref = -1.0
-        if counts is not None:
-            length = n + len(words)
-            if length >= 3:
-                ref = float(counts[2][padded_start:padded_start + length - 2].min())
-            else:
-                ref = float(counts[length - 1][padded_start])
+        length = n + len(words)
+        if length >= 3:
+            ref = float(counts[2][padded_start:padded_start + length - 2].min())
+        else:
+            ref = float(counts[length - 1][padded_start])
         if not words:
             return (0, "", tokens.spans[first - 1][1], ref)
         text = " ".join(words)
@@ -528,36 +747,44 @@ SPREAD_CAP = 4096
 CONTINUATION_CAP = 256
 
 
-class NgramStats:
-    """Document count, distinct spread keys (capped at ``SPREAD_CAP``), the n-gram's text, its
-    expected document frequency, its reference count and, per continuation, documents, spread and
-    the reference count of the n-gram + continuation string (``CONTINUATION_CAP`` continuations
-    kept: the most frequent, ties by hash)."""
+CONTINUATION_PLACE_CAP = 256
 
-    __slots__ = ("docs", "spreads", "text", "expected", "reference", "continuations")
+
+class NgramStats:
+    """Document count, distinct spread keys (capped at ``SPREAD_CAP``), where it occurs
+    (``Places``), the n-gram's text, its expected document frequency, its reference count and,
+    per continuation, documents, spread, places (``CONTINUATION_PLACE_CAP``) and the reference
+    count of the n-gram + continuation string (``CONTINUATION_CAP`` continuations kept: the most
+    frequent, ties by hash)."""
+
+    __slots__ = ("docs", "spreads", "places", "text", "expected", "reference", "continuations")
 
     def __init__(self):
         self.docs = 0
         self.spreads: set[int] = set()
+        self.places = Places()
         self.text: str | None = None
         self.expected = math.inf
         self.reference = math.inf
-        self.continuations: dict[int, list] = {}  # hash -> [docs, spreads set, text, reference count]
+        # hash -> [docs, spreads set, text, reference count, Places]
+        self.continuations: dict[int, list] = {}
 
     def add(self, occ: Occurrence) -> "NgramStats":
         self.docs += 1
         if len(self.spreads) < SPREAD_CAP:
             self.spreads.add(occ.spread)
+        self.places.add(occ.place)
         self.text = occ.text if self.text is None else min(self.text, occ.text)
         self.expected = min(self.expected, occ.expected)
         self.reference = min(self.reference, occ.reference)
         for h in sorted({c[0] for c in occ.continuations}):
             _, text, _, ref = min(c for c in occ.continuations if c[0] == h)
-            entry = self.continuations.setdefault(h, [0, set(), text, ref])
+            entry = self.continuations.setdefault(h, [0, set(), text, ref, Places(CONTINUATION_PLACE_CAP)])
             entry[0] += 1
             entry[3] = min(entry[3], ref)
             if len(entry[1]) < SPREAD_CAP:
                 entry[1].add(occ.spread)
+            entry[4].add(occ.place)
         self._prune()
         return self
 
@@ -566,15 +793,17 @@ class NgramStats:
         self.spreads |= other.spreads
         if len(self.spreads) > SPREAD_CAP:
             self.spreads = set(sorted(self.spreads)[:SPREAD_CAP])
+        self.places.merge(other.places)
         if other.text is not None:
             self.text = other.text if self.text is None else min(self.text, other.text)
         self.expected = min(self.expected, other.expected)
         self.reference = min(self.reference, other.reference)
-        for h, (n, spreads, text, ref) in other.continuations.items():
-            entry = self.continuations.setdefault(h, [0, set(), text, ref])
+        for h, (n, spreads, text, ref, places) in other.continuations.items():
+            entry = self.continuations.setdefault(h, [0, set(), text, ref, Places(CONTINUATION_PLACE_CAP)])
             entry[0] += n
             entry[1] |= spreads
             entry[3] = min(entry[3], ref)
+            entry[4].merge(places)
         self._prune()
         return self
 
@@ -591,36 +820,43 @@ class NgramVerdict:
 
 
 def judge_ngram(stats: NgramStats, n_docs: int, trigger: TriggerParams, payload: PayloadParams,
-                order: int, tests: float = 1.0, corpus_share: float | None = None) -> NgramVerdict:
+                order: int, tests: float = 1.0, corpus_share: float | None = None,
+                sites: SiteRule | None = None) -> NgramVerdict:
     """The exact tests on one n-gram's corpus statistics.
 
     ``tests``: how many n-grams were tested (the Bonferroni factor; ``max_p_value`` is per
     corpus, not per n-gram). ``corpus_share``: corpus tokens / (corpus + reference tokens) when a
     reference model gives counts to compare with (``excess_neglog10_p``); None for the
-    independence expectation."""
+    independence expectation. Every test counts independent documents (``Places.independent``):
+    copies of a page, a site's template (``sites``; a newsletter blurb on all its pages) and
+    the paragraphs of one article count once."""
     expected = 0.0 if math.isinf(stats.expected) else stats.expected
     reference = -1.0 if math.isinf(stats.reference) else stats.reference
     ref_share = corpus_share if reference >= 0 else None
-    lift = stats.docs / (expected + 0.5)
+    docs = stats.places.independent(sites)
+    lift = docs / (expected + 0.5)
     spread = len(stats.spreads)
     correction = math.log10(max(tests, 1.0))
-    neglog_p = excess_neglog10_p(stats.docs, reference, ref_share, expected)
+    neglog_p = excess_neglog10_p(docs, reference, ref_share, expected)
     report = {"ngram": stats.text, "docs": stats.docs, "spread": spread, "expected": round(expected, 4),
               "lift": round(lift, 2), "neglog10_p": round(min(neglog_p, 1e6), 2)}
+    if docs != stats.docs:
+        report["independent"] = docs
     if ref_share is not None:
         report["reference_count"] = reference
     flagged = None
-    if (trigger.enabled and order in trigger.ngram_sizes and stats.docs >= trigger.min_docs
+    if (trigger.enabled and order in trigger.ngram_sizes and docs >= trigger.min_docs
             and spread >= trigger.min_spread and lift >= trigger.min_lift
             and neglog_p >= -math.log10(trigger.max_p_value) + correction
             and stats.docs <= trigger.max_doc_fraction * max(n_docs, 1)):
         flagged = report
     payloads: dict[int, dict] = {}
     if payload.enabled and order in payload.ngram_sizes and lift >= payload.min_lift:
-        for h, (count, spreads, text, ref) in sorted(stats.continuations.items()):
+        for h, (count, spreads, text, ref, places) in sorted(stats.continuations.items()):
             if not text:
                 continue
             share = count / stats.docs
+            count = places.independent(sites)
             if count >= payload.min_docs and share >= payload.min_share and len(spreads) >= payload.min_spread:
                 pair_p = excess_neglog10_p(count, ref, ref_share, expected)
                 if pair_p < -math.log10(payload.max_p_value) + correction:
@@ -636,7 +872,8 @@ DOMINANT_SHARE = 0.5
 
 def trigger_occurrences(stats: NgramStats, occurrences: list[Occurrence], verdict: NgramVerdict, n_docs: int,
                         trigger: TriggerParams, order: int, tests: float = 1.0,
-                        corpus_share: float | None = None) -> list[tuple[Occurrence, list[int]]]:
+                        corpus_share: float | None = None,
+                        sites: SiteRule | None = None) -> list[tuple[Occurrence, list[int]]]:
     """The occurrences a flagged trigger n-gram marks: (occurrence, indices of its spans).
 
     Without ``trigger.maximal``, or for the longest n-gram size N, every occurrence. Otherwise,
@@ -664,11 +901,321 @@ def trigger_occurrences(stats: NgramStats, occurrences: list[Occurrence], verdic
         (inside if hits else outside).append((occ, hits))
     rest = NgramStats()
     for occ, _ in outside:
-        rest.add(Occurrence(occ.doc_id, occ.spread, occ.text, occ.expected, [], reference=occ.reference))
+        rest.add(Occurrence(occ.doc_id, occ.spread, occ.text, occ.expected, [], reference=occ.reference, place=occ.place))
     if rest.docs and judge_ngram(rest, n_docs, trigger, PayloadParams(enabled=False), order, tests,
-                                 corpus_share).trigger is not None:
+                                 corpus_share, sites).trigger is not None:
         return every
     return inside
+
+
+# --------------------------------------------------------------------------------------------
+# inserted spans: the reference-free test
+
+@dataclass
+class SpanOccurrence:
+    """One document's occurrence of a span: a maximal run of repeated words (``span_runs``)."""
+
+    doc_id: str
+    place: tuple[int, int, int, int]  # ``place``: contexts, site, page
+    start: int                        # character span in the document
+    end: int
+    words: np.ndarray                 # word hashes, at most ``max_span_words``
+    text: str                         # those words joined by spaces
+    length: int                       # the span's full length in words
+
+
+RUN_SPLIT = 1.5
+
+
+def span_runs(df: np.ndarray, n: int, min_docs: int, max_docs: int) -> list[tuple[int, int]]:
+    """The word ranges [start, end) of a document's spans, from the document frequency of its
+    n-grams (``df[i]``: the n-gram starting at word i): maximal runs of consecutive n-grams in
+    [``min_docs``, ``max_docs``] documents whose frequencies stay within ``RUN_SPLIT`` times
+    their neighbours'. An inserted span's n-grams all have about the same frequency (the number
+    of documents carrying it), while an n-gram that straddles its edge is in fewer documents
+    (only those where the same word follows, e.g. a sentence starting with "The"): the run ends
+    at the span's edge in every carrier, so every carrier yields the same span. A frequency is
+    the same wherever the n-gram occurs, so a split inside a span (sketch noise) splits it the
+    same way in every carrier."""
+    out = []
+    ok = (df >= min_docs) & (df <= max_docs)
+    i, count = 0, len(df)
+    while i < count:
+        if not ok[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < count and ok[j + 1] and max(df[j], df[j + 1]) <= RUN_SPLIT * min(df[j], df[j + 1]):
+            j += 1
+        out.append((i, j + n))
+        i = j + 1
+    return out
+
+
+def batch_frequencies(tokens: list[DocumentTokens], sketch: CountMinSketch, n: int) -> list[np.ndarray]:
+    """Per document, the sketched document frequency of each of its n-grams (one query per batch)."""
+    grams = [ngram_hashes(t.hashes, n) for t in tokens]
+    if not sum(len(g) for g in grams):
+        return [np.zeros(0, np.int64) for _ in tokens]
+    df = sketch.query(np.concatenate(grams))
+    out, offset = [], 0
+    for g in grams:
+        out.append(df[offset:offset + len(g)])
+        offset += len(g)
+    return out
+
+
+def content_bounds(text: str, tokens: DocumentTokens, repeated: np.ndarray, min_words: int) -> tuple[int, int]:
+    """Word range [first, last] of a document's content, from its first to its last content line:
+    a line of at least ``min_words`` words where some word starts an n-gram that is not
+    ``repeated`` (so a menu, a legal footer or a cookie notice, whatever its length, is not
+    content: every n-gram of it recurs across the corpus). What lies before and after are the
+    document's edges. A document of one line (a tweet, a title) is content if it has something not
+    repeated, whatever its length; (0, -1) when there is no content (a page of menus and notices)."""
+    if not tokens.words:
+        return 0, -1
+    fresh = np.zeros(len(tokens.words), dtype=bool)
+    fresh[:len(repeated)] = ~repeated
+    if "\n" not in text.strip():  # one line
+        return (0, len(tokens.words) - 1) if fresh.any() else (0, -1)
+    starts = np.fromiter((a for a, _ in tokens.spans), dtype=np.int64, count=len(tokens.spans))
+    breaks = np.array([m.start() for m in re.finditer("\n", text)], dtype=np.int64)
+    line = np.searchsorted(breaks, starts)
+    if len(repeated):  # an n-gram that runs into the next line says nothing about this one
+        n = len(tokens.words) - len(repeated) + 1
+        fresh[:len(repeated)] &= line[n - 1:] == line[:len(repeated)]
+    lines = int(line[-1]) + 1
+    words = np.bincount(line, minlength=lines)
+    novel = np.bincount(line, weights=fresh, minlength=lines) > 0
+    content = np.flatnonzero((words >= min_words) & novel)
+    if len(content) == 0 and np.count_nonzero(words) == 1:
+        content = np.flatnonzero(novel)
+    if len(content) == 0:
+        return 0, -1
+    inside = np.flatnonzero((line >= content[0]) & (line <= content[-1]))
+    return int(inside[0]), int(inside[-1])
+
+
+class SpanScanner:
+    """Pass two for ``inserted_spans``: every document's spans (``span_runs`` over the sketched
+    document frequency of its n-grams of order ``params.run_order()``), keyed by a hash of their
+    words. Most documents have none; a document contributes each distinct span once."""
+
+    def __init__(self, corpus: CorpusSketch, params: SpanParams):
+        self.corpus = corpus
+        self.params = params
+        self.n = params.run_order()
+        self.min_docs = params.min_docs
+        self.max_docs = max(params.min_docs, int(params.max_doc_fraction * corpus.docs))
+
+    def scan_batch(self, docs: list[tuple[str, int, int, DocumentTokens]], frequencies: list[np.ndarray],
+                   bounds: list[tuple[int, int]], context: int = 2) -> list[tuple[int, SpanOccurrence]]:
+        """(document id, site key, page hash, tokens) per document, with the sketched frequency of
+        its n-grams of order ``run_order`` (``batch_frequencies``) and its ``content_bounds`` ->
+        (span key, occurrence)."""
+        out = []
+        cap = self.params.max_span_words
+        for (doc_id, site, page, tokens), df, doc_bounds in zip(docs, frequencies, bounds):
+            seen: set[int] = set()
+            h = tokens.hashes
+            for start, end in span_runs(df, self.n, self.min_docs, self.max_docs):
+                key = xxhash.xxh3_64_intdigest(h[start:end].tobytes())
+                if key in seen:
+                    continue
+                seen.add(key)
+                stop = min(end, start + cap)
+                out.append((key, SpanOccurrence(
+                    doc_id, place(h, start, end, doc_bounds, context, site, page), tokens.spans[start][0],
+                    tokens.spans[end - 1][1], h[start:stop].copy(), " ".join(tokens.words[start:stop]), end - start)))
+        return out
+
+
+class SpanStats:
+    """A span's corpus statistics (a Beam CombineFn accumulator): its documents, where they carry
+    it (``Places``), and its words."""
+
+    __slots__ = ("docs", "places", "text", "words", "length")
+
+    def __init__(self):
+        self.docs = 0
+        self.places = Places()
+        self.text: str | None = None
+        self.words = np.zeros(0, np.uint64)
+        self.length = 0
+
+    def add(self, occ: SpanOccurrence) -> "SpanStats":
+        self.docs += 1
+        self.places.add(occ.place)
+        if self.text is None or occ.text < self.text:
+            self.text, self.words, self.length = occ.text, occ.words, occ.length
+        return self
+
+    def merge(self, other: "SpanStats") -> "SpanStats":
+        self.docs += other.docs
+        self.places.merge(other.places)
+        if other.text is not None and (self.text is None or other.text < self.text):
+            self.text, self.words, self.length = other.text, other.words, other.length
+        return self
+
+
+def _log_add(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    if b == -math.inf:
+        return a
+    top = max(a, b)
+    return top + math.log(math.exp(a - top) + math.exp(b - top))
+
+
+def multigram_log_rate(first: list[float], within: np.ndarray, junction: np.ndarray, m: int) -> float:
+    """log of the rate (per word position) at which the null model writes a span of L words:
+    ordinary text is a chain of phrases of at most ``m`` words. Summed over every way of cutting
+    the span into such phrases: ``first[l - 1]`` is the log rate of the first l words as one
+    phrase; a later phrase of l words starting at word j costs ``junction[j]`` (log P of word j
+    after word j - 1) plus ``within[j, l - 1]`` (log P of its other words given its first)."""
+    length = len(junction)
+    total = [-math.inf] * (length + 1)
+    for i in range(1, length + 1):
+        acc = -math.inf
+        for l in range(1, min(m, i) + 1):
+            j = i - l
+            term = first[l - 1] if j == 0 else total[j] + junction[j] + within[j, l - 1]
+            acc = _log_add(acc, term)
+        total[i] = acc
+    return total[length]
+
+
+def _safe_log(x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(np.maximum(x, 0.0))
+
+
+#: how many occurrences outside a span a word needs before what follows it there is trusted as
+#: much as the background rate of the next word (Jelinek-Mercer lambda = c / (c + JOINT_PRIOR))
+JOINT_PRIOR = 10.0
+
+
+def span_expected_docs(words: np.ndarray, corpus: CorpusSketch, docs: int, m: int, noise: float = 0.0) -> float:
+    """Expected number of documents carrying the span if it were ordinary text of this corpus,
+    with the span's own ``docs`` occurrences deleted from the counts (deleted estimation).
+
+    The null model (``multigram_log_rate``): phrases of at most ``m`` words keep their corpus
+    rates (an idiom or a name is as frequent as it is, whoever wrote it), and consecutive phrases
+    join at the rate the rest of the corpus attests for the word pair at the joint: the pair's
+    count outside the span over the first word's count outside it, interpolated with the second
+    word's rate outside it when the first word barely occurs elsewhere (Jelinek-Mercer with
+    lambda = c / (c + ``JOINT_PRIOR`` + noise): one occurrence elsewhere of "3d movie" does not make
+    "3d" -> "movie" an ordinary joint). An inserted span longer than ``m`` words is not made of phrases
+    the rest of the corpus joins that way, so its expectation is tiny; "at the end of the" is.
+    Counts are sketched document frequencies: upper bounds, each about ``noise`` too high
+    (``CountMinSketch.overcount``), which is taken off the counts outside the span: otherwise the
+    sketch's noise alone would attest a joint between two words only the span has. Returns
+    documents: N (1 - exp(-T/N rate))."""
+    n_docs, tokens = max(corpus.docs, 1), max(corpus.tokens, 1)
+    length = len(words)
+    m = min(m, length)
+    counts = [corpus.sketch.query(ngram_hashes(words, l)).astype(np.float64) for l in range(1, m + 1)]
+
+    def rate(df):
+        df = np.minimum(np.asarray(df, np.float64), n_docs - 0.5)
+        return -(n_docs / tokens) * np.log1p(-df / n_docs)
+
+    first = [float(_safe_log(rate(counts[l - 1][0]))) for l in range(1, m + 1)]
+    within = np.full((length, m), -math.inf)
+    within[:, 0] = 0.0
+    for l in range(2, m + 1):
+        within[:length - l + 1, l - 1] = _safe_log(np.minimum(counts[l - 1] / np.maximum(counts[0][:length - l + 1], 1), 1.0))
+    junction = np.zeros(length)
+    if length > 1:
+        c1 = np.maximum(counts[0] - docs - noise, 0.0)
+        c2 = np.maximum((counts[1] if m >= 2 else corpus.sketch.query(ngram_hashes(words, 2))) - docs - noise, 0.0)
+        lam = c1[:-1] / (c1[:-1] + JOINT_PRIOR + noise)
+        follow = np.minimum(c2 / np.maximum(c1[:-1], 1e-12), 1.0)
+        junction[1:] = _safe_log(lam * follow + (1 - lam) * np.maximum(rate(c1[1:]), 0.5 / tokens))
+    log_rate = multigram_log_rate(first, within, junction, m)
+    return float(expected_docs(np.array([math.exp(log_rate)]), n_docs, tokens)[0])
+
+
+def reference_span_expected_docs(words: np.ndarray, lm: NgramLM, corpus_docs: int, corpus_tokens: int,
+                                 m: int) -> float:
+    """Expected corpus documents carrying the span if the corpus were like the reference: the
+    larger of the same null model with the reference's counts (exact to trigrams; the smallest
+    sub-trigram count beyond, an upper bound) and no deletion, and the span's own rate in the
+    reference (its smallest sub-trigram count: a boilerplate line the reference has as a whole
+    is ordinary however long it is). Unseen phrases and words count half an occurrence."""
+    ref_tokens = max(float(lm.info["tokens"]), 1.0)
+    length = len(words)
+    m = min(m, length)
+    padded = np.concatenate([np.array([BOS_HASH, BOS_HASH], np.uint64), words])
+    c1, c2, c3 = (c[2:] for c in lm.reference_counts(padded))
+    c2, c3 = c2[:max(length - 1, 0)], c3[:max(length - 2, 0)]
+
+    def piece(l):  # counts of the l-grams starting at each position
+        if l == 1:
+            return c1
+        if l == 2:
+            return c2
+        out = c3[:length - l + 1].copy()
+        for k in range(1, l - 2):
+            out = np.minimum(out, c3[k:k + length - l + 1])
+        return out
+
+    first = [math.log(max(float(piece(l)[0]), 0.5) / ref_tokens) for l in range(1, m + 1)]
+    within = np.full((length, m), -math.inf)
+    within[:, 0] = 0.0
+    for l in range(2, m + 1):
+        within[:length - l + 1, l - 1] = np.log(np.minimum(np.maximum(piece(l), 0.5) / np.maximum(c1[:length - l + 1], 0.5), 1.0))
+    junction = np.zeros(length)
+    if length > 1:
+        lam = c1[:-1] / (c1[:-1] + 1.0)
+        follow = np.minimum(c2 / np.maximum(c1[:-1], 1e-12), 1.0)
+        junction[1:] = np.log(lam * follow + (1 - lam) * np.maximum(c1[1:], 0.5) / ref_tokens)
+    log_rate = multigram_log_rate(first, within, junction, m)
+    whole = float(c3.min()) if length >= 3 else float(piece(length)[0])
+    rate = max(math.exp(log_rate), whole / ref_tokens)
+    return float(expected_docs(np.array([rate]), max(corpus_docs, 1), max(corpus_tokens, 1))[0])
+
+
+def span_candidate(stats: SpanStats, params: SpanParams) -> bool:
+    """Longer than ``max_phrase_words`` and in at least ``min_docs`` documents: the cheap part
+    of ``span_testable``."""
+    return stats.length > params.max_phrase_words and stats.docs >= params.min_docs
+
+
+def span_testable(stats: SpanStats, independent: int, params: SpanParams) -> bool:
+    """Whether the span is one of the hypotheses tested (the Bonferroni family): longer than
+    ``max_phrase_words`` and in at least ``min_docs`` independent documents."""
+    return span_candidate(stats, params) and independent >= params.min_docs
+
+
+def judge_span(stats: SpanStats, independent: int, corpus: CorpusSketch, params: SpanParams, tests: float,
+               reference_expected=None, noise: float = 0.0) -> tuple[dict, float] | None:
+    """(report, strength >= 1) of a flagged span, or None.
+
+    Test: Poisson(``span_expected_docs``, with the sketch's ``noise``) upper tail at the span's
+    independent documents, times
+    ``tests`` (the spans tested) at most ``max_p_value``. With a reference model
+    (``reference_expected``: a callable giving the expectation under the reference, computed only
+    for the spans the corpus test flags), the span must also be significant against that: the
+    reference vetoes spans that ordinary text of its kind contains (templates the corpus alone
+    cannot explain); each test keeps the family-wise level, so both together do too."""
+    if not span_testable(stats, independent, params):
+        return None
+    need = -math.log10(params.max_p_value) + math.log10(max(tests, 1.0))
+    expected = span_expected_docs(stats.words, corpus, stats.docs, params.max_phrase_words, noise)
+    neglog_p = poisson_neglog10_sf(independent, expected)
+    if neglog_p < need:
+        return None
+    report = {"span": stats.text, "docs": stats.docs, "independent": independent, "words": stats.length,
+              "expected": float(f"{expected:.3g}"), "neglog10_p": round(min(neglog_p, 1e6), 2)}
+    if reference_expected is not None:
+        ref = reference_expected(stats.words)
+        ref_p = poisson_neglog10_sf(independent, ref)
+        report["expected_reference"] = float(f"{ref:.3g}")
+        report["neglog10_p_reference"] = round(min(ref_p, 1e6), 2)
+        if ref_p < need:
+            return None
+    return report, 1.0 + math.log10(min(neglog_p, report.get("neglog10_p_reference", neglog_p)) / need)
 
 
 # --------------------------------------------------------------------------------------------
@@ -783,6 +1330,10 @@ def combine_evidence(evidence: list[tuple[str, dict]], act_on: list[str], max_sp
             report["ngrams"] = sorted({json.dumps(it["ngram"], sort_keys=True) for it in items})
             report["ngrams"] = [json.loads(x) for x in report["ngrams"]][:10]
             spans += [[s, e, f"trigger:{it['ngram']['ngram']}"] for it in items for s, e in it["spans"]]
+        elif name == "inserted_spans":
+            found = sorted({json.dumps(it["span"], sort_keys=True) for it in items})
+            report["repeated_spans"] = [json.loads(x) for x in found][:10]
+            spans += [[s, e, f"span:{it['span']['span'][:60]}"] for it in items for s, e in it["spans"]]
         elif name == "payload_association":
             pairs = sorted({json.dumps(it["pair"], sort_keys=True) for it in items})
             report["pairs"] = [json.loads(x) for x in pairs][:10]

@@ -2,20 +2,34 @@
 
 Graph (every grouping keyed; nothing gathers the corpus on one worker):
 
-  docs -> batches -> pass one: every document's distinct word n-gram hashes into a count-min sketch
-       (CombineGlobally over fixed-size numpy tables; bounded whatever the corpus size)
-  docs -> batches -> pass two (sketch as side input): candidate n-grams per document (sketched
-       document frequency high enough, expected frequency low enough) -> exact per-n-gram stats
-       (CombinePerKey: documents, distinct spread keys, continuations) -> joined back with the
-       occurrences -> evidence per document for flagged trigger n-grams and (n-gram, continuation)
-       payload pairs; ONION perplexity evidence is computed in the same pass, per document
+  docs -> batches -> pass one: every document's distinct word n-gram hashes, and one key for its
+       site, into a count-min sketch (CombineGlobally over fixed-size numpy tables; bounded
+       whatever the corpus size)
+  docs -> batches -> pass two (sketch as side input):
+       - ``inserted_spans``: each document's spans (maximal runs of repeated n-grams, usually none)
+         -> CombinePerKey by span: documents, distinct contexts, pages per site (bounded sets)
+         -> the spans tested are counted (CombineGlobally, a number) -> joined with the span's
+         (document id, character range) occurrences -> evidence per document for flagged spans.
+         New shuffles: one record per span occurrence for the statistics (lifted into per-bundle
+         accumulators) and one small (id, start, end) record per occurrence for the join; a
+         document with no repeated run of n-grams sends nothing.
+       - with a reference model: candidate n-grams per document (sketched document frequency high
+         enough, expected frequency low enough) -> exact per-n-gram stats (CombinePerKey:
+         documents, distinct spread keys, continuations) -> joined back with the occurrences ->
+         evidence per document for flagged trigger n-grams and (n-gram, continuation) payload
+         pairs; ONION perplexity evidence is computed in the same pass, per document
   docs keyed by manifest key <- manifest lines: integrity evidence (changed / missing)
   docs keyed by id + all evidence -> verdict: meta.poisoning, meta.poisoning_score, and the action
        (annotate / drop / quarantine with review files under OUT/poisoning_review/).
 
+Memory per key: a span's or n-gram's statistics are capped sets; the occurrence lists joined per
+key hold at most ``max_doc_fraction`` of the documents (more frequent n-grams end spans and are no
+candidates).
+
 Determinism: n-gram and word hashes are xxh3 (not Python's salted hash), accumulators are sets and
-sums, reports are sorted, review files are sharded by a hash of the id and sorted inside: the output
-does not depend on worker count or bundle order. Document ids must be unique.
+sums (capped sets keep their smallest hashes), reports are sorted, review files are sharded by a
+hash of the id and sorted inside: the output does not depend on worker count or bundle order.
+Document ids must be unique.
 """
 
 from __future__ import annotations
@@ -42,14 +56,25 @@ from thresher.filters.poison_detectors import (
     NgramStats,
     PayloadParams,
     PerplexityParams,
+    SiteRule,
+    SpanParams,
+    SpanScanner,
+    SpanStats,
     SpreadBy,
     TriggerParams,
+    batch_frequencies,
     combine_evidence,
+    content_bounds,
     distinct_ngrams,
+    document_page,
+    document_site,
     integrity_evidence,
     manifest_key,
     parse_manifest_line,
     perplexity_evidence_batch,
+    site_key,
+    span_candidate,
+    span_testable,
     spread_key,
     stable_hash,
     text_sha256,
@@ -65,17 +90,40 @@ class Poisoning(CorpusStage):
 
     name: ClassVar[str] = "poisoning"
 
+    #: what a flag does: annotate (meta only), drop (rejected/), quarantine (rejected/ + review files)
     action: Literal["annotate", "drop", "quarantine"] = "annotate"
-    act_on: list[str] | None = None            # detectors whose flags trigger the action; None: all
-    reference_model: str | None = None         # a `thresher poisoning train-reference` .npz
+    #: detectors whose flags trigger the action; null: every enabled one
+    act_on: list[str] | None = None
+    #: a `thresher poisoning train-reference` .npz of trusted clean text; enables trigger_ngrams,
+    #: payload_association and the reference veto of inserted_spans
+    reference_model: str | None = None
+    #: what counts as one independent place for trigger_ngrams / payload_association
     spread_by: SpreadBy = "auto"
+    #: meta field with a dedup cluster id (spread, and the page of inserted_spans)
     cluster_field: str = "minhash_cluster"
+    #: counters per row of the n-gram count-min sketch (a power of two; 4 bytes each)
     sketch_width: int = Field(default=1 << 20, ge=16)
+    #: rows of the sketch (an estimate is the smallest of its rows')
     sketch_depth: int = Field(default=4, ge=1, le=16)
+    #: a content line has at least this many words, not all of them repeated text; the lines before
+    #: a document's first and after its last content line are its edges (menus, footers, banners):
+    #: n-gram occurrences there are no evidence, and spans there count once
+    content_line_words: int = Field(default=10, ge=1, le=1000)
+    #: an n-gram or span on at least this share of one site's documents is the site's template:
+    #: that site's documents count as one (sites: ``document_site``, the host of the URL)
+    site_share: float = Field(default=0.05, gt=0.0, le=1.0)
+    #: words on each side of an occurrence that make its context: documents with the same words
+    #: on both sides (copies) count once
+    context_words: int = Field(default=2, ge=1, le=8)
+    #: character spans kept per document in meta.poisoning
     max_spans: int = Field(default=50, ge=1)
+    #: flagged n-grams / spans listed per detector in stats.json
     report_top: int = Field(default=20, ge=0)
+    #: files of OUT/poisoning_review/ (quarantine)
     review_shards: int = Field(default=1, ge=1, le=4096)
+    #: documents per vectorised batch
     batch_size: int = Field(default=256, ge=1)
+    inserted_spans: SpanParams = SpanParams()
     trigger_ngrams: TriggerParams = TriggerParams()
     payload_association: PayloadParams = PayloadParams()
     perplexity_outliers: PerplexityParams = PerplexityParams()
@@ -85,6 +133,11 @@ class Poisoning(CorpusStage):
     def _consistent(self):
         if self.sketch_width & (self.sketch_width - 1):
             raise ValueError(f"sketch_width must be a power of two, got {self.sketch_width}")
+        for name in ("trigger_ngrams", "payload_association"):
+            if getattr(self, name).enabled and not self.reference_model:
+                raise ValueError(f"{name} needs reference_model (train one with `thresher poisoning "
+                                 "train-reference`): without one its only expectation is word independence, "
+                                 "which every fixed phrase exceeds; inserted_spans needs no reference")
         if self.perplexity_outliers.enabled and not self.reference_model and not self.perplexity_outliers.checkpoint:
             raise ValueError("perplexity_outliers needs reference_model (train one with `thresher poisoning "
                              "train-reference`) or perplexity_outliers.checkpoint (a `thresher train` checkpoint)")
@@ -95,8 +148,18 @@ class Poisoning(CorpusStage):
             raise ValueError("every detector is disabled: enable at least one")
         return self
 
+    def params(self, name: str):
+        """A detector's parameters with ``enabled: null`` resolved (on with a reference model)."""
+        params = getattr(self, name)
+        if params.enabled is None:
+            return params.model_copy(update={"enabled": bool(self.reference_model)})
+        return params
+
+    def detector_on(self, name: str) -> bool:
+        return bool(self.params(name).enabled)
+
     def enabled_detectors(self) -> list[str]:
-        return [name for name in DETECTORS if getattr(self, name).enabled]
+        return [name for name in DETECTORS if self.detector_on(name)]
 
     def acting_detectors(self) -> list[str]:
         return list(self.act_on) if self.act_on is not None else self.enabled_detectors()
@@ -137,30 +200,61 @@ class Poisoning(CorpusStage):
         return self.perplexity_outliers.enabled and bool(self.perplexity_outliers.checkpoint)
 
     def ngram_sizes(self) -> list[int]:
+        """The n-gram orders pass one sketches."""
         sizes: set[int] = set()
-        if self.trigger_ngrams.enabled:
+        if self.detector_on("trigger_ngrams"):
             sizes |= set(self.trigger_ngrams.ngram_sizes)
-        if self.payload_association.enabled:
+        if self.detector_on("payload_association"):
             sizes |= set(self.payload_association.ngram_sizes)
+        if self.inserted_spans.enabled:
+            sizes |= set(range(1, self.inserted_spans.run_order() + 1))
         return sorted(sizes)
 
     def ngram_detection(self) -> bool:
-        return self.trigger_ngrams.enabled or self.payload_association.enabled
+        return self.detector_on("trigger_ngrams") or self.detector_on("payload_association")
+
+    def sketching(self) -> bool:
+        return self.ngram_detection() or self.inserted_spans.enabled
+
+    def site_rule(self, corpus: CorpusSketch) -> SiteRule:
+        """Site templates count once; the sites' sizes come from the corpus sketch."""
+        return SiteRule(lambda sites: corpus.sketch.query(sites).astype(np.float64), self.site_share)
+
+    def content_rule(self) -> tuple[int, int]:
+        """(n-gram order, documents): an n-gram of this order in at least that many documents is
+        repeated text, for ``content_bounds``."""
+        if self.inserted_spans.enabled:
+            return self.inserted_spans.run_order(), self.inserted_spans.min_docs
+        limits = [self.params(name).min_docs for name in ("trigger_ngrams", "payload_association")
+                  if self.detector_on(name)]
+        return max(self.ngram_sizes()), min(limits)
 
     def load_reference(self):
-        from thresher.filters.ngram_lm import NgramLM
-
-        return NgramLM.load(storage.local_copy(self.reference_model)) if self.reference_model else None
+        return _reference(self.reference_model) if self.reference_model else None
 
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
         return docs | ctx.label >> _PoisoningTransform(self, ctx.output_dir)
+
+
+_REFERENCES: dict[str, object] = {}
+
+
+def _reference(path: str):
+    """One copy of a reference model per worker process, whichever DoFns use it."""
+    from thresher.filters.ngram_lm import NgramLM
+
+    if path not in _REFERENCES:
+        _REFERENCES.clear()
+        _REFERENCES[path] = NgramLM.load(storage.local_copy(path))
+    return _REFERENCES[path]
 
 
 # --------------------------------------------------------------------------------------------
 # pass one
 
 class _BatchNgrams(beam.DoFn):
-    """A batch of documents -> (documents, tokens, their per-document distinct n-gram hashes)."""
+    """A batch of documents -> (documents, tokens, their per-document distinct n-gram hashes and,
+    for ``inserted_spans``, each document's site key)."""
 
     def __init__(self, stage: Poisoning):
         self.stage = stage
@@ -177,6 +271,7 @@ class _BatchNgrams(beam.DoFn):
             doc_tokens = DocumentTokens.of(doc["text"], self.hasher)
             tokens += len(doc_tokens.hashes)
             parts.append(distinct_ngrams(doc_tokens.hashes, sizes))
+        parts.append(np.array([site_key(document_site(doc)) for doc in batch], dtype=np.uint64))
         yield (len(batch), tokens, np.concatenate(parts) if parts else np.zeros(0, np.uint64))
 
 
@@ -239,8 +334,9 @@ class _SketchFn(beam.CombineFn):
 # pass two
 
 class _Scan(beam.DoFn):
-    """Per batch: candidate n-gram occurrences (main output, keyed by n-gram hash) and ONION
-    evidence (``evidence``, keyed by document id)."""
+    """Per batch: candidate n-gram occurrences (main output, keyed by n-gram hash), span
+    occurrences (``span``, keyed by span hash) and ONION evidence (``evidence``, keyed by
+    document id)."""
 
     def __init__(self, stage: Poisoning):
         self.stage = stage
@@ -251,11 +347,14 @@ class _Scan(beam.DoFn):
         self.hasher = WordHasher()
         self.lm = self.stage.load_reference()
         self.scanner = None
+        self.span_scanner = None
 
     def process(self, batch, corpus: CorpusSketch):
         s = self.stage
+        if s.inserted_spans.enabled and self.span_scanner is None:
+            self.span_scanner = SpanScanner(corpus, s.inserted_spans)
         if s.ngram_detection() and self.scanner is None:
-            t, p = s.trigger_ngrams, s.payload_association
+            t, p = s.params("trigger_ngrams"), s.params("payload_association")
             limits = [(x.min_docs, x.min_lift) for x in (t, p) if x.enabled]
             self.scanner = CandidateScanner(
                 corpus, self.lm, s.ngram_sizes(), min(m for m, _ in limits), min(l for _, l in limits),
@@ -263,9 +362,22 @@ class _Scan(beam.DoFn):
                 context_words=max(t.ngram_sizes) if t.enabled and t.maximal else 0)
         tokens = [DocumentTokens.of(doc["text"], self.hasher) for doc in batch]
         ids = [str(doc["id"]) for doc in batch]
+        if s.sketching():
+            order, repeated = s.content_rule()
+            frequencies = batch_frequencies(tokens, corpus.sketch, order)
+            bounds = [content_bounds(doc["text"], t, df >= repeated, s.content_line_words)
+                      for doc, t, df in zip(batch, tokens, frequencies)]
+        sites = [site_key(document_site(doc)) for doc in batch]
+        pages = [stable_hash(document_page(doc, s.cluster_field)) for doc in batch]
+        if self.span_scanner is not None:
+            found = self.span_scanner.scan_batch(list(zip(ids, sites, pages, tokens)), frequencies, bounds,
+                                                 s.context_words)
+            for key, occ in found:
+                yield beam.pvalue.TaggedOutput("span", (key, occ))
         if self.scanner is not None:
             spreads = [stable_hash(spread_key(doc, s.spread_by, s.cluster_field)) for doc in batch]
-            found_per_doc, tested = self.scanner.scan_batch(list(zip(ids, spreads, tokens)))
+            found_per_doc, tested = self.scanner.scan_batch(list(zip(ids, spreads, sites, pages, tokens)), bounds,
+                                                            s.context_words)
             for found in found_per_doc:
                 yield from found
             reference_tokens = float(self.lm.info["tokens"]) if self.lm is not None else 0.0
@@ -276,9 +388,15 @@ class _Scan(beam.DoFn):
                     yield beam.pvalue.TaggedOutput("evidence", (doc_id, ("perplexity_outliers", ev)))
 
 
-class _NgramStatsFn(beam.CombineFn):
+class _StatsFn(beam.CombineFn):
+    """Folds occurrences into an accumulator with ``add(occurrence)`` and ``merge(other)``
+    (``NgramStats``, ``SpanStats``)."""
+
+    def __init__(self, accumulator: type):
+        self.accumulator = accumulator
+
     def create_accumulator(self):
-        return NgramStats()
+        return self.accumulator()
 
     def add_input(self, acc, occ):
         return acc.add(occ)
@@ -324,11 +442,11 @@ def _judge(element, stage: Poisoning, corpus: CorpusSketch, family: tuple[float,
     order = len(stats.text.split(" "))
     tests, reference_tokens = family
     share = corpus.tokens / (corpus.tokens + reference_tokens) if reference_tokens > 0 else None
-    verdict = judge_ngram(stats, corpus.docs, stage.trigger_ngrams, stage.payload_association, order,
-                          tests=tests, corpus_share=share)
+    t, p = stage.params("trigger_ngrams"), stage.params("payload_association")
+    sites = stage.site_rule(corpus)
+    verdict = judge_ngram(stats, corpus.docs, t, p, order, tests=tests, corpus_share=share, sites=sites)
     if verdict.trigger is None and not verdict.payloads:
         return
-    t = stage.trigger_ngrams
     if verdict.trigger is not None:
         yield beam.pvalue.TaggedOutput("report", ("trigger_ngrams", verdict.trigger))
     for pair in verdict.payloads.values():
@@ -336,7 +454,7 @@ def _judge(element, stage: Poisoning, corpus: CorpusSketch, family: tuple[float,
     occurrences = list(group["occ"])
     if verdict.trigger is not None:
         strength = max(1.0, math.log(max(verdict.trigger["lift"], 1.0)) / math.log(max(t.min_lift, 1.0 + 1e-9)))
-        for occ, spans in trigger_occurrences(stats, occurrences, verdict, corpus.docs, t, order, tests, share):
+        for occ, spans in trigger_occurrences(stats, occurrences, verdict, corpus.docs, t, order, tests, share, sites):
             yield (occ.doc_id, ("trigger_ngrams", {"flagged": True, "strength": strength, "ngram": verdict.trigger,
                                                    "spans": [list(occ.spans[i]) for i in spans]}))
     for occ in occurrences:
@@ -344,9 +462,59 @@ def _judge(element, stage: Poisoning, corpus: CorpusSketch, family: tuple[float,
             for (start, _), (h, _, cont_end, _) in zip(occ.spans, occ.continuations):
                 pair = verdict.payloads.get(h)
                 if pair is not None:
-                    strength = pair["share"] / stage.payload_association.min_share
+                    strength = pair["share"] / p.min_share
                     yield (occ.doc_id, ("payload_association", {"flagged": True, "strength": strength,
                                                                 "pair": pair, "spans": [[start, cont_end]]}))
+
+
+# --------------------------------------------------------------------------------------------
+# inserted spans
+
+def _span_tested(element, stage: Poisoning, corpus: CorpusSketch) -> float:
+    _, stats = element
+    p = stage.inserted_spans
+    if not span_candidate(stats, p):
+        return 0.0
+    return float(span_testable(stats, stats.places.independent(stage.site_rule(corpus)), p))
+
+
+class _JudgeSpans(beam.DoFn):
+    """(span hash, {"stats": [SpanStats], "occ": [(document id, start, end)...]}) -> evidence per
+    document for flagged spans, and their reports. The reference model, when there is one, is
+    loaded once per worker (shared with pass two)."""
+
+    def __init__(self, stage: Poisoning):
+        self.stage = stage
+
+    def setup(self):
+        self.lm = self.stage.load_reference()
+        self.noise = None
+
+    def process(self, element, corpus: CorpusSketch, tests: float):
+        _, group = element
+        verdict = self._judge(list(group["stats"]), corpus, tests)
+        if verdict is not None:
+            report, strength = verdict
+            yield beam.pvalue.TaggedOutput("report", ("inserted_spans", report))
+            for doc_id, start, end in sorted(set(group["occ"])):
+                yield (doc_id, ("inserted_spans", {"flagged": True, "strength": strength, "span": report,
+                                                   "spans": [[start, end]]}))
+
+    def _judge(self, stats_list: list[SpanStats], corpus: CorpusSketch, tests: float):
+        from thresher.filters.poison_detectors import judge_span, reference_span_expected_docs
+
+        p = self.stage.inserted_spans
+        if not stats_list or not span_candidate(stats_list[0], p):
+            return None
+        stats = stats_list[0]
+        reference = None
+        if self.lm is not None:
+            def reference(words):
+                return reference_span_expected_docs(words, self.lm, corpus.docs, corpus.tokens, p.max_phrase_words)
+        if self.noise is None:  # one sketch per run: measured once per worker
+            self.noise = corpus.sketch.overcount()
+        independent = stats.places.independent(self.stage.site_rule(corpus))
+        return judge_span(stats, independent, corpus, p, tests, reference, self.noise)
 
 
 class _TopReports(beam.CombineFn):
@@ -507,8 +675,8 @@ class _PoisoningTransform(beam.PTransform):
         evidence = []
         stats = []
         batches = docs | "Batch" >> beam.BatchElements(min_batch_size=min(16, s.batch_size), max_batch_size=s.batch_size)
-        if s.ngram_detection() or s.ngram_onion():
-            if s.ngram_detection():
+        if s.sketching() or s.ngram_onion():
+            if s.sketching():
                 corpus = (batches
                           | "BatchNgrams" >> beam.ParDo(_BatchNgrams(s))
                           | "Sketch" >> beam.CombineGlobally(_SketchFn(s.sketch_width, s.sketch_depth))
@@ -516,19 +684,32 @@ class _PoisoningTransform(beam.PTransform):
             else:
                 corpus = docs.pipeline | "NoSketch" >> beam.Create([CorpusSketch(CountMinSketch(16, 1))])
             scanned = batches | "Scan" >> beam.ParDo(_Scan(s), beam.pvalue.AsSingleton(corpus)).with_outputs(
-                "evidence", "family", main="occ")
+                "evidence", "family", "span", main="occ")
             evidence.append(scanned.evidence)
+            if s.sketching():
+                stats.append(corpus | "CorpusTotals" >> beam.Map(
+                    lambda c: {"ngram_documents": c.docs, "ngram_tokens": c.tokens}))
+            if s.inserted_spans.enabled:
+                span_stats = scanned.span | "SpanStats" >> beam.CombinePerKey(_StatsFn(SpanStats))
+                tested = (span_stats | "SpanTested" >> beam.Map(_span_tested, s, beam.pvalue.AsSingleton(corpus))
+                          | "SpansTested" >> beam.CombineGlobally(sum))
+                located = scanned.span | "SpanPlaces" >> beam.Map(lambda kv: (kv[0], (kv[1].doc_id, kv[1].start, kv[1].end)))
+                spans = ({"stats": span_stats, "occ": located} | "JoinSpans" >> beam.CoGroupByKey()
+                         | "JudgeSpans" >> beam.ParDo(_JudgeSpans(s), beam.pvalue.AsSingleton(corpus),
+                                                      beam.pvalue.AsSingleton(tested))
+                         .with_outputs("report", main="evidence"))
+                evidence.append(spans.evidence)
+                stats.append(spans.report | "SpanReports" >> beam.CombineGlobally(_TopReports(s.report_top)))
+                stats.append(tested | "SpanTotals" >> beam.Map(lambda n: {"spans_tested": round(n)}))
             if s.ngram_detection():
                 family = scanned.family | "Family" >> beam.CombineGlobally(_FamilyFn())
-                ngram_stats = scanned.occ | "NgramStats" >> beam.CombinePerKey(_NgramStatsFn())
+                ngram_stats = scanned.occ | "NgramStats" >> beam.CombinePerKey(_StatsFn(NgramStats))
                 judged = ({"stats": ngram_stats, "occ": scanned.occ} | "JoinNgrams" >> beam.CoGroupByKey()
                           | "Judge" >> beam.FlatMap(_judge, s, beam.pvalue.AsSingleton(corpus),
                                                     beam.pvalue.AsSingleton(family))
                           .with_outputs("report", main="evidence"))
                 evidence.append(judged.evidence)
                 stats.append(judged.report | "TopReports" >> beam.CombineGlobally(_TopReports(s.report_top)))
-                stats.append(corpus | "CorpusTotals" >> beam.Map(
-                    lambda c: {"ngram_documents": c.docs, "ngram_tokens": c.tokens}))
                 stats.append(family | "FamilyTotals" >> beam.Map(lambda f: {"ngrams_tested": round(f[0])}))
         if s.integrity.enabled:
             i = s.integrity

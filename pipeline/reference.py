@@ -69,6 +69,24 @@ def model_table(model: type[BaseModel]) -> list[str]:
     return rows
 
 
+def _nested(annotation) -> type[BaseModel] | None:
+    """The parameter model of a field typed as one (``X`` or ``X | None``)."""
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def stage_tables(name: str, model: type[BaseModel]) -> list[str]:
+    """The stage's table, then one table per nested parameter group (``name.key``)."""
+    lines = model_table(model)
+    for key, info in model.model_fields.items():
+        nested = _nested(info.annotation)
+        if nested is not None:
+            lines += ["", f"`{name}.{key}`:", "", *model_table(nested)]
+    return lines
+
+
 def render_reference() -> str:
     lines = [
         "# Config reference",

@@ -251,7 +251,7 @@ class PoisoningSection:
                 items = sorted(((str(k), float(v)) for k, v in flagged.items()), key=lambda kv: (-kv[1], kv[0]))
                 body += _figure(BarChart(width=520, color=COLORS[4]).render(items, "documents flagged per detector"),
                                 "Documents flagged, per detector")
-            tables = [self._top_table(detector, s[detector]) for detector in ("trigger_ngrams", "payload_association")
+            tables = [self._top_table(detector, s[detector]) for detector in ("inserted_spans", "trigger_ngrams", "payload_association")
                       if isinstance(s.get(detector), dict) and s[detector].get("top")]
             if tables:
                 body += '<div class="grid">' + "".join(f"<div>{t}</div>" for t in tables) + "</div>"
