@@ -1,14 +1,15 @@
 """``augment``: add augmented copies of (some) documents.
 
-A corpus stage because it adds documents: one ParDo yields each input document unchanged, then, for
-a selected document, ``copies`` augmented copies. Selection is deterministic: a document is
+A corpus stage because it adds documents: one ParDo passes each input document on unchanged and,
+for a selected document, emits ``copies`` augmented copies as the stage's generated documents.
+Selection is deterministic: a document is
 eligible when ``select`` matches (source globs, a ``meta`` score range) and is chosen when a fixed
 hash of (seed, id) falls below ``ratio``. Each copy's random generator is seeded from (seed, id,
 copy index), so the output does not depend on worker count or order.
 
 A copy has id ``<id>#aug<k>``, source ``<source>/augmented``, ``meta.augmented_from`` = the
 original id and ``meta.augment_ops`` = the operations applied, in order. Every copy counts as a
-generated document (``documents_generated`` and this stage's ``generated``), which keeps the
+generated document (returned as ``CorpusResult.generated``, counted by the pipeline), which keeps the
 accounting read + generated = kept + rejected + quarantined.
 """
 
@@ -19,7 +20,6 @@ import random
 from typing import ClassVar
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from pydantic import Field, model_validator
 
 from thresher.filters import storage
@@ -182,8 +182,12 @@ class Augment(CorpusStage):
 
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
         seed = ctx.seed if self.seed is None else self.seed
-        kept = docs | f"{ctx.label}/Augment" >> beam.ParDo(_AugmentDoFn(self, seed, ctx.label))
-        return CorpusResult(kept=kept)
+        out = docs | f"{ctx.label}/Augment" >> beam.ParDo(_AugmentDoFn(self, seed, ctx.label)).with_outputs(
+            _COPIES, main="kept")
+        return CorpusResult(kept=out.kept, generated=out[_COPIES])
+
+
+_COPIES = "copies"
 
 
 class _AugmentDoFn(beam.DoFn):
@@ -193,11 +197,9 @@ class _AugmentDoFn(beam.DoFn):
         self.label = label
 
     def setup(self) -> None:
-        from thresher.pipeline.graph import NAMESPACE, counter
+        from thresher.pipeline.graph import counter
 
         self.augmenter = self.stage.build_augmenter()
-        self.generated_total = Metrics.counter(NAMESPACE, "documents_generated")
-        self.generated_here = counter(self.label, "generated")
         self.selected = counter(self.label, "extra/selected")
 
     def process(self, doc: Document):
@@ -206,6 +208,4 @@ class _AugmentDoFn(beam.DoFn):
         if copies:
             self.selected.inc()
         for copy in copies:
-            self.generated_total.inc()
-            self.generated_here.inc()
-            yield copy
+            yield beam.pvalue.TaggedOutput(_COPIES, copy)

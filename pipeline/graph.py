@@ -185,6 +185,22 @@ class CountDocuments(beam.DoFn):
         yield element
 
 
+class CountGenerated(beam.DoFn):
+    """Documents a corpus stage added: its ``generated`` and the run's ``documents_generated``."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def setup(self) -> None:
+        self.here = counter(self.label, "generated")
+        self.total = Metrics.counter(NAMESPACE, "documents_generated")
+
+    def process(self, element):
+        self.here.inc()
+        self.total.inc()
+        yield element
+
+
 class CountRejections(beam.DoFn):
     def __init__(self, label: str, stage_name: str):
         self.label = label
@@ -310,7 +326,11 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
                            config_hash=config.config_hash(), partitions=partitions)
         counted_in = docs | f"CountIn[{label}]" >> beam.ParDo(CountDocuments(label, "in"))
         result = stage.expand(counted_in, ctx)
-        docs = result.kept | f"CountKept[{label}]" >> beam.ParDo(CountDocuments(label, "kept"))
+        docs = result.kept
+        if result.generated is not None:
+            added = result.generated | f"CountGenerated[{label}]" >> beam.ParDo(CountGenerated(label))
+            docs = (docs, added) | f"AddGenerated[{label}]" >> beam.Flatten()
+        docs = docs | f"CountKept[{label}]" >> beam.ParDo(CountDocuments(label, "kept"))
         if result.rejected is not None:
             rejected.append(result.rejected | f"CountRejected[{label}]" >> beam.ParDo(CountRejections(label, stage.name)))
         if result.stats is not None:

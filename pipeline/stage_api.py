@@ -33,11 +33,15 @@ class CorpusResult:
               stage-specific fields such as ``duplicate_of``.
     stats:    optional PCollection of dicts merged (summed for numbers, merged for dicts)
               into this stage's entry of stats.json, e.g. cluster counts and histograms.
+    generated: documents the stage adds to the corpus (not part of ``kept``). The pipeline counts
+              them (the stage's ``generated`` and the run's ``totals.generated``, which keep
+              read + generated = kept + rejected + quarantined) and passes them on with ``kept``.
     """
 
     kept: beam.PCollection
     rejected: beam.PCollection | None = None
     stats: beam.PCollection | None = None
+    generated: beam.PCollection | None = None
 
 
 class CorpusStage(Stage):

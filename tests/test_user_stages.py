@@ -54,6 +54,19 @@ class LongestPerSource(CorpusStage):
         return CorpusResult(kept=out.kept, rejected=out.rejected)
 
 
+class Summary(CorpusStage):
+    """Adds one document per source listing that source's ids: a stage that generates documents."""
+
+    name: ClassVar[str] = "summary"
+
+    def expand(self, docs, ctx):
+        generated = (docs | f"{ctx.label}/BySource" >> beam.Map(lambda d: (d["source"], d["id"]))
+                     | f"{ctx.label}/Group" >> beam.GroupByKey()
+                     | f"{ctx.label}/Make" >> beam.MapTuple(lambda source, ids: {
+                         "id": f"summary/{source}", "text": " ".join(sorted(ids)), "source": "summary", "meta": {}}))
+        return CorpusResult(kept=docs, generated=generated)
+
+
 class NotAStage:
     name = "nope"
 '''
@@ -96,6 +109,16 @@ def test_stages_named_by_class_reference_run_like_built_ins(tmp_path, my_package
     assert stats["stages"][0]["rejected"] == 1 and stats["stages"][1]["rejected"] == 1
     assert stats["config"]["stages"][0]["name"] == "my_curation.stages:Shout"  # the config as written
     assert validate_config(stats["config"]).config_hash() == config.config_hash()
+
+
+def test_a_stage_of_your_own_adds_documents_and_the_run_counts_them(tmp_path, my_package):
+    config = validate_config({**_docs(tmp_path), "stages": [{"name": "my_curation.stages:Summary"}]})
+    result = run_pipeline(config)
+    kept = {d["id"]: d["text"] for d in read_output(tmp_path / "out", "kept")}
+    assert kept["summary/a"] == "a1 a2" and kept["summary/b"] == "b1 b2" and len(kept) == 6
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["totals"]["generated"] == 2 and stats["totals"]["accounted"] and result.accounted
+    assert stats["stages"][0]["generated"] == 2 and stats["stages"][0]["in"] == 4 and stats["stages"][0]["kept"] == 6
 
 
 def test_a_bad_reference_is_a_validation_error_with_the_reason(tmp_path, my_package):

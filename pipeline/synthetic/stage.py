@@ -8,7 +8,7 @@ on worker count or order.
 Documents: id ``synthetic/<generator>/<seed>/<n>``, source ``synthetic/<generator>``, meta with
 ``synthetic_index`` and the generator's annotations (template tasks: ``task``, ``template``,
 ``question``, ``answer``, ``check``, ``slots``). Each counts as generated
-(``documents_generated`` and this stage's ``generated``), which keeps the accounting
+(returned as ``CorpusResult.generated``, counted by the pipeline), which keeps the accounting
 read + generated = kept + rejected + quarantined. Where the stage sits in the YAML decides which
 filters and dedup stages see them.
 """
@@ -19,7 +19,6 @@ import posixpath
 from typing import ClassVar, Literal
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from pydantic import Field, model_validator
 
 from thresher.filters import storage
@@ -224,8 +223,7 @@ class Synthetic(CorpusStage):
                      | p + "Slices" >> beam.Create(self.slices())
                      | p + "SpreadSlices" >> beam.Reshuffle()
                      | p + "Generate" >> beam.ParDo(_GenerateSlice(self, seed, ctx.label, ctx.output_dir)))
-        kept = (docs, generated) | p + "AddGenerated" >> beam.Flatten()
-        return CorpusResult(kept=kept)
+        return CorpusResult(kept=docs, generated=generated)
 
 
 class _GenerateSlice(beam.DoFn):
@@ -233,11 +231,9 @@ class _GenerateSlice(beam.DoFn):
         self.stage, self.seed, self.label, self.output_dir = stage, seed, label, output_dir
 
     def setup(self) -> None:
-        from thresher.pipeline.graph import NAMESPACE, counter
+        from thresher.pipeline.graph import counter
 
         self.generator = self.stage.build_generator(self.seed, self.output_dir)
-        self.generated_total = Metrics.counter(NAMESPACE, "documents_generated")
-        self.generated_here = counter(self.label, "generated")
         self.failed = counter(self.label, "extra/failed")
         self.requests = counter(self.label, "extra/requests_sent")
         self.cache_hits = counter(self.label, "extra/cache_hits")
@@ -251,7 +247,4 @@ class _GenerateSlice(beam.DoFn):
             self.failed.inc(self.generator.failed - before[0])
             self.requests.inc(client.requests_sent - before[1])
             self.cache_hits.inc(client.cache_hits - before[2])
-        for doc in docs:
-            self.generated_total.inc()
-            self.generated_here.inc()
-            yield doc
+        yield from docs
