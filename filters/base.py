@@ -130,9 +130,10 @@ def apply_decision(doc: Document, decision: Decision) -> Document:
     return out
 
 
-def rejection_record(doc: Document, decision: Decision, stage_name: str) -> dict[str, Any]:
+def rejection_record(doc: Document, decision: Decision, stage_name: str, **fields: Any) -> dict[str, Any]:
     """The record written to ``rejected/``: id, stage, reason, the measured value and scores,
-    the text as the rejecting stage saw it, and the document's source and meta."""
+    the text as the rejecting stage saw it, and the document's source and meta; ``fields`` are a
+    stage's own additions (dedup's ``duplicate_of``, poisoning's ``evidence``)."""
     scores = dict(decision.scores)
     record: dict[str, Any] = {
         "id": doc["id"],
@@ -143,5 +144,6 @@ def rejection_record(doc: Document, decision: Decision, stage_name: str) -> dict
         "source": doc.get("source", ""),
         "text": doc["text"],
         "meta": {**(doc.get("meta") or {}), **decision.meta},
+        **fields,
     }
     return record

@@ -30,7 +30,7 @@ import xxhash
 from apache_beam.metrics import Metrics
 from pydantic import Field, model_validator
 
-from thresher.filters.base import Document
+from thresher.filters.base import Decision, Document, rejection_record
 from thresher.pipeline.components import ConnectedComponents
 from thresher.pipeline.parking import ApplyToParked, ParkingDoFn, spill_directory
 from thresher.pipeline.shuffle import ArrayPacker, GroupArrays, GroupInBatches, Packer, flush_packers
@@ -75,12 +75,6 @@ def size_bucket(size: int) -> str:
         return str(size)
     upper = 1 << (size - 1).bit_length()
     return f"{upper // 2 + 1}-{upper}"
-
-
-def duplicate_record(doc: Document, stage: str, kept_id: str | None, value: float | None,
-                     reason: str = "duplicate") -> dict[str, Any]:
-    return {"id": doc["id"], "stage": stage, "reason": reason, "duplicate_of": kept_id, "value": value,
-            "scores": {}, "source": doc.get("source", ""), "text": doc["text"], "meta": doc.get("meta") or {}}
 
 
 def _cluster_stats(sizes: Iterable[int]) -> dict[str, Any]:
@@ -135,7 +129,8 @@ def _removal_outputs(stage_name: str):
             if str(doc["id"]) != expected:
                 raise RuntimeError(f"{stage_name}: row {row} of a parked file holds {doc['id']!r}, "
                                    f"not the removed document {expected!r}")
-            yield beam.pvalue.TaggedOutput("rejected", duplicate_record(doc, stage_name, kept_id, value))
+            record = rejection_record(doc, Decision.reject("duplicate", value), stage_name, duplicate_of=kept_id)
+            yield beam.pvalue.TaggedOutput("rejected", record)
 
     return apply
 
@@ -241,7 +236,8 @@ def _strip_lines(stage_name: str, drop_empty: bool):
             out = dict(doc, text=text, meta={**(doc.get("meta") or {}), "line_dedup_removed": removed})
             yield beam.pvalue.TaggedOutput("stats", {"lines_removed": removed, "docs_with_lines_removed": 1})
             if drop_empty and not text.strip():
-                record = duplicate_record(doc, stage_name, None, float(removed), reason="empty_after_line_dedup")
+                record = rejection_record(doc, Decision.reject("empty_after_line_dedup", float(removed)), stage_name,
+                                          duplicate_of=None)
                 record["meta"] = out["meta"]
                 yield beam.pvalue.TaggedOutput("rejected", record)
             else:

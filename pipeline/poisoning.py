@@ -46,6 +46,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from thresher.filters import storage
+from thresher.filters.base import Decision, rejection_record
 from thresher.filters.poison_detectors import (
     DETECTORS,
     CandidateScanner,
@@ -638,10 +639,8 @@ def _decide(element, stage: Poisoning):
         return
     first = verdict["acting"][0]
     reason = f"poisoning:{first}" if stage.action == "drop" else "poisoning_quarantine"
-    record = {"id": doc["id"], "stage": stage.name, "reason": reason, "value": verdict["score"],
-              "scores": {"poisoning_score": verdict["score"]}, "source": doc.get("source", ""),
-              "text": doc["text"], "meta": meta, "evidence": meta["poisoning"]}
-    yield beam.pvalue.TaggedOutput("rejected", record)
+    decision = Decision.reject(reason, verdict["score"], scores={"poisoning_score": verdict["score"]})
+    yield beam.pvalue.TaggedOutput("rejected", rejection_record(out, decision, stage.name, evidence=meta["poisoning"]))
     if stage.action == "quarantine":
         review = {"id": doc["id"], "source": doc.get("source", ""), "detectors": verdict["acting"],
                   "score": verdict["score"], "evidence": meta["poisoning"], "text": doc["text"],
