@@ -41,7 +41,7 @@ documents are changed (a sentence appended) before the run.
 
 Transformer second pass (``--checkpoint`` or ``--train-checkpoint``, MIXED with the reference): the
 documents the n-gram detectors flagged are scored word by word with
-``thresher.filters.onion_transformer``, timed on its own; reported per attack: how often the
+``thresher.training.onion``, timed on its own; reported per attack: how often the
 top-scored word lies inside the injected text.
 
     python bench/poisoning.py [--corpus both] [--docs 20000] [--rates 0.001,0.005,0.02]
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint or args.train_checkpoint:
         import torch
 
-        from thresher.filters.onion_transformer import TransformerOnion
+        from thresher.training.onion import TransformerOnion
 
         torch.set_num_threads(args.torch_threads)
         t0 = time.perf_counter()

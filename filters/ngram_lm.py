@@ -369,19 +369,6 @@ class NgramLM:
             c3 = np.maximum(c3, floor)
         return c1, c2, c3
 
-    def sequence_logprob(self, word_hashes: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
-        """Expected log rate of the n-grams of ``word_hashes`` beginning at ``starts``, each on
-        its own (no context before it); see ``expected_rates``."""
-        if len(starts) == 0:
-            return np.zeros(0)
-        freq, cond2, cond3 = self.expected_rates(word_hashes)
-        total = freq[starts].copy()
-        if n >= 2:
-            total += cond2[starts + 1]
-        for k in range(2, n):
-            total += cond3[starts + k]
-        return total
-
     def suspicion_padded(self, padded: np.ndarray, word_pos: np.ndarray, doc_end: np.ndarray,
                          doc_mean: np.ndarray) -> np.ndarray:
         """ONION suspicion of the words at ``word_pos`` of a padded array holding several

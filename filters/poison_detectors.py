@@ -15,13 +15,12 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -328,11 +327,6 @@ class CorpusSketch:
     sketch: CountMinSketch
     docs: int = 0
     tokens: int = 0
-
-    def add_document(self, tokens: DocumentTokens, sizes: list[int]) -> None:
-        self.sketch.add(distinct_ngrams(tokens.hashes, sizes))
-        self.docs += 1
-        self.tokens += len(tokens.hashes)
 
 
 def distinct_ngrams(word_hashes: np.ndarray, sizes: list[int]) -> np.ndarray:
@@ -1277,15 +1271,6 @@ def parse_manifest_line(line: str, where: str) -> tuple[str, str] | None:
     if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
         raise ValueError(f"manifest {where}: sha256 {record['sha256']!r} is not 64 hex digits")
     return record["key"], digest
-
-
-def read_manifest(path: str) -> Iterator[tuple[str, str]]:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            entry = parse_manifest_line(line, f"{path} line {number}")
-            if entry is not None:
-                yield entry
 
 
 def integrity_evidence(digest: str, vetted: list[str], require_manifest: bool, key: str | None) -> dict | None:

@@ -189,6 +189,11 @@ def atomic_write(location: str | os.PathLike, data: bytes) -> None:
         handle.write(data)
 
 
+def files_under(location: str) -> list[str]:
+    """The paths, relative to ``location``, of the files below a remote directory, sorted."""
+    return [relative for relative, _ in _backend(location).files_under(location)]
+
+
 def local_copy(location: str | os.PathLike) -> Path:
     """A local path holding ``location`` (a file or a directory tree): the path itself when it is
     local, else the machine's cached copy, made on first use (see the module docstring).
@@ -226,28 +231,3 @@ def local_copy(location: str | os.PathLike) -> Path:
         elif tmp.exists():
             tmp.unlink()
     return final
-
-
-def local_checkpoint(location: str | os.PathLike) -> Path | None:
-    """A ``thresher train`` checkpoint as a local directory: ``location`` is a ``step-N``
-    directory (with model.safetensors) or a training OUT, whose newest complete
-    ``checkpoints/step-N`` is taken. A remote OUT copies that one checkpoint only. None when there
-    is none."""
-    from thresher.training.checkpoint import COMPLETE, latest_checkpoint, step_number
-
-    location = os.fspath(location)
-    if not is_remote(location):
-        path = Path(location).expanduser()
-        return path if (path / "model.safetensors").is_file() else latest_checkpoint(path)
-    if isfile(join(location, "model.safetensors")):
-        return local_copy(location)
-    root = join(location, "checkpoints")
-    if not isdir(root):
-        return None
-    steps = []
-    for relative, _ in _backend(root).files_under(root):
-        parts = relative.split("/")
-        step = step_number(parts[0]) if len(parts) == 2 and parts[1] == COMPLETE else None
-        if step is not None:
-            steps.append((step, parts[0]))
-    return local_copy(join(root, max(steps)[1])) if steps else None

@@ -184,7 +184,7 @@ class Poisoning(CorpusStage):
             problems.append(("integrity.manifest", f"{self.integrity.manifest} does not exist "
                              "(write one with `thresher manifest`)"))
         if self.perplexity_outliers.checkpoint:
-            from thresher.filters.onion_transformer import CheckpointError, resolve_checkpoint
+            from thresher.training.onion import CheckpointError, resolve_checkpoint
 
             try:
                 resolve_checkpoint(self.perplexity_outliers.checkpoint, self.perplexity_outliers.tokenizer)
@@ -592,13 +592,13 @@ class _TransformerPass(beam.DoFn):
         self.stage = stage
 
     def setup(self):
-        from thresher.filters.onion_transformer import TransformerOnion
+        from thresher.training.onion import TransformerOnion
 
         p = self.stage.perplexity_outliers
         self.scorer = TransformerOnion(p.checkpoint, p.tokenizer, p.device, p.window_tokens, p.candidates, p.rows)
 
     def process(self, batch):
-        from thresher.filters.onion_transformer import transformer_evidence
+        from thresher.training.onion import transformer_evidence
 
         p = self.stage.perplexity_outliers
         groups = [(doc_id, {"doc": list(g["doc"]), "ev": list(g["ev"])}) for doc_id, g in batch]

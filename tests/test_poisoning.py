@@ -23,6 +23,7 @@ from thresher.filters.poison_detectors import (
     TriggerParams,
     binomial_neglog10_sf,
     content_bounds,
+    distinct_ngrams,
     excess_neglog10_p,
     judge_ngram,
     multigram_log_rate,
@@ -455,7 +456,10 @@ def _sketch(texts, sizes=(1, 2, 3, 4, 5)):
     corpus = CorpusSketch(CountMinSketch(1 << 16, 4))
     hasher = WordHasher()
     for text in texts:
-        corpus.add_document(DocumentTokens.of(text, hasher), list(sizes))
+        tokens = DocumentTokens.of(text, hasher)
+        corpus.sketch.add(distinct_ngrams(tokens.hashes, list(sizes)))
+        corpus.docs += 1
+        corpus.tokens += len(tokens.hashes)
     return corpus, hasher
 
 
@@ -697,7 +701,7 @@ def with_word(text, word, at=2):
 
 
 def test_transformer_onion_scores_the_planted_word_highest(tiny_checkpoint):
-    from thresher.filters.onion_transformer import TransformerOnion, transformer_evidence
+    from thresher.training.onion import TransformerOnion, transformer_evidence
 
     scorer = TransformerOnion(str(tiny_checkpoint), device="cpu", candidates=0, rows=32)
     texts = [with_word(d["text"], "qxjv", at=i % 3) for i, d in enumerate(clean_docs(4, seed=77))]

@@ -184,11 +184,13 @@ def test_a_remote_training_out_copies_only_its_newest_complete_checkpoint(mem):
         put(f"{base}/model.safetensors", f"weights {step}")
         if complete:
             put(f"{base}/COMPLETE", f"{step}\n")
+    from thresher.training.checkpoint import local_checkpoint
+
     put(f"{mem}/run/metrics.csv", "step,loss\n")
-    local = storage.local_checkpoint(f"{mem}/run")
+    local = local_checkpoint(f"{mem}/run")
     assert local.name == "step-1000000" and (local / "model.safetensors").read_text() == "weights 1000000"
-    assert storage.local_checkpoint(f"{mem}/run/checkpoints/step-000002").name == "step-000002"
-    assert storage.local_checkpoint(f"{mem}/empty") is None
+    assert local_checkpoint(f"{mem}/run/checkpoints/step-000002").name == "step-000002"
+    assert local_checkpoint(f"{mem}/empty") is None
 
 
 class _BeamTestFileSystem(LocalFileSystem):
@@ -308,7 +310,7 @@ def test_openai_cache_in_a_bucket(server, mem):  # noqa: F811 - the imported fix
 
 
 def test_lm_generator_and_onion_checkpoint_from_urls(mem, tiny_checkpoint):  # noqa: F811
-    from thresher.filters.onion_transformer import resolve_checkpoint
+    from thresher.training.onion import resolve_checkpoint
     from thresher.pipeline.synthetic.lm import LocalLMGenerator
     from thresher.training.sampling import detect_model_kind
 

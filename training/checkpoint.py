@@ -14,6 +14,7 @@ alike, so a run can resume under another parallelism.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -29,6 +30,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+
+from thresher.filters import storage
 
 COMPLETE = "COMPLETE"
 _STEP_DIR = re.compile(r"step-(\d+)")
@@ -147,3 +150,26 @@ __all__ = [
     "checkpoint_dir", "complete_checkpoints", "latest_checkpoint", "load_checkpoint", "load_model_weights",
     "remove_older", "rng_state", "save_checkpoint", "saved_config", "set_rng_state", "step_number",
 ]
+
+
+def local_checkpoint(location: str | os.PathLike) -> Path | None:
+    """A ``thresher train`` checkpoint as a local directory: ``location`` is a ``step-N``
+    directory (with model.safetensors) or a training OUT, whose newest complete
+    ``checkpoints/step-N`` is taken. A remote OUT copies that one checkpoint only. None when there
+    is none."""
+    location = os.fspath(location)
+    if not storage.is_remote(location):
+        path = Path(location).expanduser()
+        return path if (path / "model.safetensors").is_file() else latest_checkpoint(path)
+    if storage.isfile(storage.join(location, "model.safetensors")):
+        return storage.local_copy(location)
+    root = storage.join(location, "checkpoints")
+    if not storage.isdir(root):
+        return None
+    steps = []
+    for relative in storage.files_under(root):
+        parts = relative.split("/")
+        step = step_number(parts[0]) if len(parts) == 2 and parts[1] == COMPLETE else None
+        if step is not None:
+            steps.append((step, parts[0]))
+    return storage.local_copy(storage.join(root, max(steps)[1])) if steps else None

@@ -71,11 +71,11 @@ class LMSampler:
     def _load_thresher(self) -> None:
         import sentencepiece as spm
 
-        from thresher.training.checkpoint import load_model_weights, saved_config
+        from thresher.training.checkpoint import load_model_weights, local_checkpoint, saved_config
         from thresher.training.config import parse_train_config
         from thresher.training.model import GPT
 
-        ckpt = storage.local_checkpoint(self.model_path)
+        ckpt = local_checkpoint(self.model_path)
         if ckpt is None or not (ckpt / "model.safetensors").is_file():
             raise ValueError(f"{self.model_path}: no complete checkpoint (model.safetensors) found")
         cfg = parse_train_config(saved_config(ckpt))

@@ -36,6 +36,7 @@ import torch
 
 from thresher.filters import storage
 from thresher.filters.ngram_lm import words_with_spans
+from thresher.training.checkpoint import local_checkpoint
 
 
 class CheckpointError(ValueError):
@@ -61,7 +62,7 @@ def resolve_checkpoint(checkpoint: str, tokenizer: str | None = None) -> Resolve
     try:
         if not storage.exists(checkpoint):
             raise CheckpointError(f"checkpoint {checkpoint} does not exist (write one with `thresher train`)")
-        directory = storage.local_checkpoint(checkpoint)
+        directory = local_checkpoint(checkpoint)
     except OSError as err:
         raise CheckpointError(f"checkpoint {checkpoint}: cannot read ({err})") from err
     if directory is None:
