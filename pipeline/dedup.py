@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from thresher.filters.base import Decision, Document, rejection_record
 from thresher.pipeline.components import ConnectedComponents
-from thresher.pipeline.parking import ApplyToParked, ParkingDoFn, spill_directory
+from thresher.pipeline.parking import ApplyToParked, ParkingDoFn, origin_of, repeated_id_error, spill_directory
 from thresher.pipeline.shuffle import ArrayPacker, GroupArrays, GroupInBatches, Packer, flush_packers
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
@@ -107,13 +107,6 @@ class _ClusterStatsFn(beam.CombineFn):
 
     def extract_output(self, acc):
         return acc
-
-
-def repeated_id_error(stage_name: str, doc_id: str, origins: list[str]) -> ValueError:
-    where = ", ".join(sorted(str(o) for o in origins)[:5])
-    return ValueError(f"{stage_name}: document id {doc_id!r} occurs {len(origins)} times (read at {where}); ids must "
-                      f"be unique. Fix the input's ids, or set input.make_ids_unique: true to append each "
-                      f"document's file and line to its id.")
 
 
 def _removal_outputs(stage_name: str):
@@ -373,7 +366,7 @@ class _Signatures(ParkingDoFn):
             sig = sigs[i]
             verify_value = np.unique(exact_sets[i].astype(np.uint32)).tobytes() if exact_sets is not None else None
             self.nodes.add(doc_id, (sig.tobytes(), verify_value, policy_key(doc, s.keep, s.score_field), token, row,
-                                    doc.get("origin", doc_id)))
+                                    origin_of(doc)))
         yield from self.flush_if_full()
         if self.bands.full() or self.nodes.full():
             yield from flush_packers([("bands", self.bands), ("nodes", self.nodes)])

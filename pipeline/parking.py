@@ -46,6 +46,20 @@ def read_parked(directory: str, token: str) -> list[Document]:
         return pickle.loads(fh.read())
 
 
+def origin_of(doc: Document) -> str:
+    """Where a document was read ("file:line", set by the reader), for error messages."""
+    return str(doc.get("origin", doc["id"]))
+
+
+def repeated_id_error(stage_name: str, doc_id: str, origins: list[str]) -> ValueError:
+    """The error of a corpus stage that identifies documents by id and finds one id several times
+    (its grouping by id hands it every copy's ``origin_of``)."""
+    where = ", ".join(sorted(str(o) for o in origins)[:5])
+    return ValueError(f"{stage_name}: document id {doc_id!r} occurs {len(origins)} times (read at {where}); ids must "
+                      f"be unique. Fix the input's ids, or set input.make_ids_unique: true to append each "
+                      f"document's file and line to its id.")
+
+
 class DocumentParking:
     """Buffers documents and writes them to ``<directory>/<token>.pkl``. ``add`` returns where
     the document will be, (token, row), so the caller can emit small records that point at it."""
