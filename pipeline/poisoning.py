@@ -81,6 +81,16 @@ from thresher.filters.poison_detectors import (
     text_sha256,
 )
 from thresher.pipeline.io import atomic_write, encode_record, shard_of
+from thresher.pipeline.parking import (
+    ApplyToParked,
+    DocumentParking,
+    ParkingDoFn,
+    origin_of,
+    read_parked,
+    repeated_id_error,
+    spill_directory,
+)
+from thresher.pipeline.shuffle import GroupInBatches, Packer, flush_packers
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
 REVIEW_DIR = "poisoning_review"
@@ -234,7 +244,7 @@ class Poisoning(CorpusStage):
         return _reference(self.reference_model) if self.reference_model else None
 
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
-        return docs | ctx.label >> _PoisoningTransform(self, ctx.output_dir)
+        return docs | ctx.label >> _PoisoningTransform(self, ctx)
 
 
 _REFERENCES: dict[str, object] = {}
@@ -577,50 +587,108 @@ def _integrity_check(element, require: bool):
 
 
 # --------------------------------------------------------------------------------------------
-# transformer second pass (ONION with a `thresher train` checkpoint) on the flagged subset
+# parking, and the verdict applied to the parked documents
 
-def _any_flagged(element) -> bool:
-    _, group = element
-    return any(item.get("flagged") for _, item in group["ev"])
+class _Park(ParkingDoFn):
+    """Parks documents; packs (id, (token, row, origin)) for the grouping of evidence by id."""
+
+    def __init__(self, directory: str, label: str, partitions: int):
+        super().__init__(directory)
+        self.label, self.partitions = label, partitions
+
+    def start_bundle(self):
+        super().start_bundle()
+        self.packer = Packer(self.label, self.partitions)
+
+    def process(self, doc):
+        token, row = self.parking.add(doc)
+        self.packer.add(str(doc["id"]), (token, row, origin_of(doc)))
+        yield from self.flush_if_full()
+        if self.packer.full():
+            yield from self.packer.batches()
+
+    def finish_bundle(self):
+        yield from super().finish_bundle()
+        yield from flush_packers([(None, self.packer)], final=True)
 
 
-class _TransformerPass(beam.DoFn):
-    """A batch of flagged (id, {"doc", "ev"}) -> the same with the transformer's evidence added.
-    The model and tokenizer are loaded once per worker, in setup()."""
+class _RouteEvidence:
+    """id, [addresses, evidence] -> (token, (row, (id, evidence))): a document's evidence routed to
+    the parked file that holds it. Every document's address passes through this grouping, and an
+    id with several addresses is always handed here (``unique=(0,)``): the stage's repeated-id check."""
 
-    def __init__(self, stage: Poisoning):
-        self.stage = stage
+    def __init__(self, stage_name: str):
+        self.stage_name = stage_name
 
-    def setup(self):
-        from thresher.training.onion import TransformerOnion
+    def __call__(self, doc_id, values):
+        addresses, evidence = values
+        if len(addresses) > 1:
+            raise repeated_id_error(self.stage_name, doc_id, [origin for _, _, origin in addresses])
+        if not evidence:
+            return None
+        if not addresses:
+            raise RuntimeError(f"{self.stage_name}: evidence for document {doc_id!r}, which no bundle parked "
+                               f"(data was lost between pipeline steps)")
+        token, row, _ = addresses[0]
+        return [(token, (row, (doc_id, list(evidence))))]
+
+
+class _Verdicts:
+    """The ``apply`` of ``ApplyToParked``: one parked file's documents and the evidence routed to
+    them -> kept documents with meta.poisoning, rejection records, stats, and for quarantine the
+    review records, parked per review shard (``review``: (shard, token) for ``_WriteReview``).
+
+    Transformer second pass (ONION with a `thresher train` checkpoint): the file's flagged
+    documents, and only those, are scored ``batch_size`` at a time before the verdict; the model
+    and tokenizer are loaded on first use, once per worker."""
+
+    def __init__(self, stage: Poisoning, review_dir: str):
+        self.stage, self.review_dir = stage, review_dir
+        self.scorer = None
+
+    def __call__(self, docs: list[dict], by_row: dict[int, list]):
+        s = self.stage
+        evidence: dict[int, list] = {}
+        for row, payloads in by_row.items():
+            (doc_id, items), = payloads
+            if str(docs[row]["id"]) != doc_id:
+                raise RuntimeError(f"{s.name}: row {row} of a parked file holds {docs[row]['id']!r}, "
+                                   f"not the document {doc_id!r} the evidence is for")
+            evidence[row] = items
+        if s.transformer_onion():
+            yield from self._rescore(docs, evidence)
+        reviews: dict[int, DocumentParking] = {}
+        for row, doc in enumerate(docs):
+            for out in _decide(doc, evidence.get(row, []), s):
+                if isinstance(out, beam.pvalue.TaggedOutput) and out.tag == "review":
+                    shard, record = out.value
+                    reviews.setdefault(shard, DocumentParking(self.review_dir)).add(record)
+                else:
+                    yield out
+        for shard, parking in sorted(reviews.items()):
+            yield beam.pvalue.TaggedOutput("review", (shard, parking.flush()))
+
+    def _rescore(self, docs: list[dict], evidence: dict[int, list]):
+        from thresher.training.onion import TransformerOnion, transformer_evidence
 
         p = self.stage.perplexity_outliers
-        self.scorer = TransformerOnion(p.checkpoint, p.tokenizer, p.device, p.window_tokens, p.candidates, p.rows)
+        rows = [row for row in sorted(evidence) if any(item.get("flagged") for _, item in evidence[row])]
+        if not rows:
+            return
+        if self.scorer is None:
+            self.scorer = TransformerOnion(p.checkpoint, p.tokenizer, p.device, p.window_tokens, p.candidates, p.rows)
+        size = self.stage.batch_size
+        for i in range(0, len(rows), size):
+            batch = rows[i:i + size]
+            for row, result in zip(batch, self.scorer.score_batch([docs[r]["text"] for r in batch])):
+                ev = transformer_evidence(result, p.checkpoint_threshold, p.max_spans)
+                if ev is not None:
+                    evidence[row].append(("perplexity_outliers", ev))
+        yield beam.pvalue.TaggedOutput("stats", {"perplexity_transformer_documents": len(rows)})
 
-    def process(self, batch):
-        from thresher.training.onion import transformer_evidence
 
-        p = self.stage.perplexity_outliers
-        groups = [(doc_id, {"doc": list(g["doc"]), "ev": list(g["ev"])}) for doc_id, g in batch]
-        texts = [g["doc"][0]["text"] if g["doc"] else "" for _, g in groups]
-        for (doc_id, group), result in zip(groups, self.scorer.score_batch(texts)):
-            ev = transformer_evidence(result, p.checkpoint_threshold, p.max_spans)
-            if ev is not None:
-                group["ev"].append(("perplexity_outliers", ev))
-            yield (doc_id, group)
-        yield beam.pvalue.TaggedOutput("stats", {"perplexity_transformer_documents": len(groups)})
-
-
-# --------------------------------------------------------------------------------------------
-# verdict
-
-def _decide(element, stage: Poisoning):
-    doc_id, group = element
-    docs = list(group["doc"])
-    if len(docs) != 1:
-        raise ValueError(f"document id {doc_id!r} occurs {len(docs)} times; ids must be unique")
-    doc = docs[0]
-    evidence = sorted(group["ev"], key=lambda e: (e[0], json.dumps(e[1], sort_keys=True, default=str)))
+def _decide(doc: dict, evidence: list, stage: Poisoning):
+    evidence = sorted(evidence, key=lambda e: (e[0], json.dumps(e[1], sort_keys=True, default=str)))
     meta = dict(doc.get("meta") or {})
     if not evidence:
         meta["poisoning_score"] = 0.0
@@ -648,31 +716,37 @@ def _decide(element, stage: Poisoning):
         yield beam.pvalue.TaggedOutput("review", (shard_of(str(doc["id"]), stage.review_shards), review))
 
 
-class _WriteReview(beam.DoFn):
-    def __init__(self, output_dir: str, shards: int):
-        self.output_dir, self.shards = output_dir, shards
+class _WriteReview:
+    """shard, [review file tokens, [None]] -> the shard's review file: the records parked for it,
+    sorted by id (every shard is written, empty or not)."""
 
-    def process(self, element):
-        shard, group = element
-        records = sorted(group["records"], key=lambda r: str(r["id"]))
+    def __init__(self, output_dir: str, review_dir: str, shards: int):
+        self.output_dir, self.review_dir, self.shards = output_dir, review_dir, shards
+
+    def __call__(self, shard: int, values):
+        tokens, _ = values
+        records = sorted((r for token in tokens for r in read_parked(self.review_dir, token)), key=lambda r: str(r["id"]))
         data = "".join(encode_record(r) + "\n" for r in records).encode("utf-8")
         path = posixpath.join(self.output_dir, REVIEW_DIR, f"review-{shard:05d}-of-{self.shards:05d}.jsonl")
         if "://" not in self.output_dir:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, data)
-        yield len(records)
+        return [len(records)]
 
 
 class _PoisoningTransform(beam.PTransform):
-    def __init__(self, stage: Poisoning, output_dir: str):
+    def __init__(self, stage: Poisoning, ctx: StageContext):
         super().__init__()
-        self.stage = stage
-        self.output_dir = output_dir
+        self.stage, self.ctx = stage, ctx
 
     def expand(self, docs):
-        s = self.stage
+        s, ctx = self.stage, self.ctx
+        label, partitions = ctx.label, ctx.partitions
+        directory = spill_directory(ctx.output_dir, label)
         evidence = []
         stats = []
+        parked = docs | "Park" >> beam.ParDo(_Park(directory, f"{label}/ids", partitions)).with_outputs(
+            ParkingDoFn.FILES, main="addresses")
         batches = docs | "Batch" >> beam.BatchElements(min_batch_size=min(16, s.batch_size), max_batch_size=s.batch_size)
         if s.sketching() or s.ngram_onion():
             if s.sketching():
@@ -718,22 +792,20 @@ class _PoisoningTransform(beam.PTransform):
             evidence.append({"docs": keyed, "vetted": vetted} | "JoinManifest" >> beam.CoGroupByKey()
                             | "IntegrityCheck" >> beam.FlatMap(_integrity_check, i.require_manifest))
         all_evidence = evidence | "FlattenEvidence" >> beam.Flatten()
-        keyed_docs = docs | "KeyById" >> beam.Map(lambda d: (str(d["id"]), d))
-        joined = {"doc": keyed_docs, "ev": all_evidence} | "JoinEvidence" >> beam.CoGroupByKey()
-        if s.transformer_onion():
-            # second pass: only the documents some detector flagged go through the transformer
-            parts = joined | "SplitFlagged" >> beam.Partition(lambda e, _: int(_any_flagged(e)), 2)
-            rescored = (parts[1]
-                        | "BatchFlagged" >> beam.BatchElements(min_batch_size=1, max_batch_size=s.batch_size)
-                        | "TransformerOnion" >> beam.ParDo(_TransformerPass(s)).with_outputs("stats", main="docs"))
-            stats.append(rescored.stats)
-            joined = (parts[0], rescored.docs) | "Rejoin" >> beam.Flatten()
-        decided = joined | "Decide" >> beam.FlatMap(_decide, s).with_outputs("rejected", "stats", "review", main="kept")
+        routed = ((parked.addresses, all_evidence)
+                  | "JoinEvidence" >> GroupInBatches(f"{label}/evidence", partitions, _RouteEvidence(s.name),
+                                                     packed=(0,), unique=(0,), drive=(1,)))
+        review_dir = directory + "-review"
+        outputs = ("rejected", "stats", "review") if s.action == "quarantine" else ("rejected", "stats")
+        decided = ((routed, parked[ParkingDoFn.FILES])
+                   | "Decide" >> ApplyToParked(f"{label}/decide", directory, s.name, partitions,
+                                               _Verdicts(s, review_dir), outputs=outputs))
         stats.append(decided.stats)
         if s.action == "quarantine":
             shards = docs.pipeline | "ReviewShards" >> beam.Create([(i, None) for i in range(s.review_shards)])
-            written = ({"records": decided.review, "shard": shards} | "GroupReview" >> beam.CoGroupByKey()
-                       | "WriteReview" >> beam.ParDo(_WriteReview(self.output_dir, s.review_shards)))
+            written = ((decided.review, shards)
+                       | "GroupReview" >> GroupInBatches(f"{label}/review", partitions,
+                                                         _WriteReview(ctx.output_dir, review_dir, s.review_shards)))
             stats.append(written | "ReviewCount" >> beam.Map(lambda n: {"review_records": n}))
         all_stats = stats | "FlattenStats" >> beam.Flatten()
         return CorpusResult(kept=decided.kept, rejected=decided.rejected, stats=all_stats)
