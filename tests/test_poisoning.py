@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from conftest import read_output, shared_file, write_jsonl
+from conftest import output_bytes, read_output, shared_file, write_jsonl
 from thresher.filters.ngram_lm import NgramLM, WordHasher, ngram_hashes, ngram_hashes_pairs, words_with_spans
 from thresher.filters.poison_detectors import (
     EDGE_AFTER,
@@ -620,16 +620,35 @@ def test_quarantine_writes_review_files_and_rejections(tmp_path, reference):
     assert result.stats["stages"][0]["review_records"] == len(ids)
 
 
-def test_same_output_with_one_or_two_workers(tmp_path, reference):
+def test_same_files_and_stats_with_one_or_two_workers_and_any_partition_count(tmp_path, reference):
+    """Quarantine writes every kind of output (kept, rejected, review files, stats); in-memory and
+    two processes, and the number of shuffle partitions, change none of it."""
     docs = varied_docs(150, seed=9)
     plant(docs, {f"d{i:04d}" for i in range(0, 150, 12)}, "zq xv visit evil example now", random.Random(5))
-    stage = {"reference_model": reference, "action": "drop"}
-    run(tmp_path, docs, stage, out="one")
-    run(tmp_path, docs, stage, runner=TWO_PROCESSES, out="two")
-    for kind in ("kept", "rejected"):
-        a = sorted(json.dumps(r, sort_keys=True) for r in read_output(tmp_path / "one", kind))
-        b = sorted(json.dumps(r, sort_keys=True) for r in read_output(tmp_path / "two", kind))
-        assert a == b
+    stage = {"reference_model": reference, "action": "quarantine", "review_shards": 3}
+    runs = {"one": run(tmp_path, docs, stage, out="one"),
+            "two": run(tmp_path, docs, stage, runner=TWO_PROCESSES, out="two"),
+            "few": run(tmp_path, docs, stage, runner={**TWO_PROCESSES, "shuffle_partitions": 3}, out="few")}
+    files = {name: output_bytes(tmp_path / name) for name in runs}
+    assert files["one"] == files["two"] == files["few"]
+    assert len(read_output(tmp_path / "one", "rejected")) == 13
+    assert len([k for k in files["one"] if k.startswith("poisoning_review/")]) == 3
+    stats = {name: {k: v for k, v in result.stats["stages"][0].items() if k != "seconds"}
+             for name, result in runs.items()}
+    assert stats["one"] == stats["two"] == stats["few"] and stats["one"]["review_records"] == 13
+
+
+def test_a_repeated_id_fails_naming_where_each_copy_was_read(tmp_path):
+    """The copies need no evidence of their own: every id passes the stage's check."""
+    docs = clean_docs(40, seed=10)
+    write_jsonl(tmp_path / "a.jsonl", docs[:20])
+    write_jsonl(tmp_path / "b.jsonl", docs[20:] + [dict(docs[2], text="Another text under the same id.")])
+    config = validate_config({"input": {"paths": [str(tmp_path / "*.jsonl")]}, "output": str(tmp_path / "out"),
+                              "runner": IN_MEMORY, "stages": [{"name": "poisoning"}]})
+    with pytest.raises(Exception, match=r"poisoning: document id 'd0002' occurs 2 times \(read at a.jsonl:3, "
+                                        r"b.jsonl:21\); ids must be unique.*input.make_ids_unique"):
+        run_pipeline(config)
+    assert not list((tmp_path / "out" / "kept").glob("*.gz"))
 
 
 def test_config_errors_are_clear(tmp_path):
