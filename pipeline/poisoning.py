@@ -1,7 +1,11 @@
 """``poisoning``: corpus-level data-poisoning detection (see docs/poisoning.md).
 
-Graph (every grouping keyed; nothing gathers the corpus on one worker):
+Graph (every grouping keyed; nothing gathers the corpus on one worker, and the documents
+themselves are never shuffled: as in dedup, they are parked in temporary files as they are first
+read, ``thresher.pipeline.parking``, and only small records go through the groupings):
 
+  docs -> parked; per document its address (id -> parked file, row, origin), packed for the join
+       by id (``thresher.pipeline.shuffle``)
   docs -> batches -> pass one: every document's distinct word n-gram hashes, and one key for its
        site, into a count-min sketch (CombineGlobally over fixed-size numpy tables; bounded
        whatever the corpus size)
@@ -18,9 +22,14 @@ Graph (every grouping keyed; nothing gathers the corpus on one worker):
          documents, distinct spread keys, continuations) -> joined back with the occurrences ->
          evidence per document for flagged trigger n-grams and (n-gram, continuation) payload
          pairs; ONION perplexity evidence is computed in the same pass, per document
-  docs keyed by manifest key <- manifest lines: integrity evidence (changed / missing)
-  docs keyed by id + all evidence -> verdict: meta.poisoning, meta.poisoning_score, and the action
-       (annotate / drop / quarantine with review files under OUT/poisoning_review/).
+  (manifest key, id, sha256) per document <- manifest lines: integrity evidence (changed / missing)
+  addresses + all evidence, joined by id (GroupInBatches; every address passes, so a repeated id
+       fails here with ``parking.repeated_id_error``) -> each document's evidence routed to its
+       parked (file, row) -> one pass per parked file (``ApplyToParked``): the transformer second
+       pass on the file's flagged documents, then the verdict: meta.poisoning,
+       meta.poisoning_score, and the action (annotate / drop / quarantine); quarantine parks its
+       review records per review shard, and only (shard, parked file) pairs are grouped to write
+       OUT/poisoning_review/.
 
 Memory per key: a span's or n-gram's statistics are capped sets; the occurrence lists joined per
 key hold at most ``max_doc_fraction`` of the documents (more frequent n-grams end spans and are no
@@ -28,8 +37,8 @@ candidates).
 
 Determinism: n-gram and word hashes are xxh3 (not Python's salted hash), accumulators are sets and
 sums (capped sets keep their smallest hashes), reports are sorted, review files are sharded by a
-hash of the id and sorted inside: the output does not depend on worker count or bundle order.
-Document ids must be unique.
+hash of the id and sorted inside: the output does not depend on worker count, bundle order or
+the number of shuffle partitions. Document ids must be unique.
 """
 
 from __future__ import annotations
@@ -84,13 +93,14 @@ from thresher.pipeline.io import atomic_write, encode_record, shard_of
 from thresher.pipeline.parking import (
     ApplyToParked,
     DocumentParking,
+    ParkAndPack,
     ParkingDoFn,
     origin_of,
     read_parked,
     repeated_id_error,
     spill_directory,
 )
-from thresher.pipeline.shuffle import GroupInBatches, Packer, flush_packers
+from thresher.pipeline.shuffle import GroupInBatches
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
 REVIEW_DIR = "poisoning_review"
@@ -589,27 +599,11 @@ def _integrity_check(element, require: bool):
 # --------------------------------------------------------------------------------------------
 # parking, and the verdict applied to the parked documents
 
-class _Park(ParkingDoFn):
+class _Park(ParkAndPack):
     """Parks documents; packs (id, (token, row, origin)) for the grouping of evidence by id."""
 
-    def __init__(self, directory: str, label: str, partitions: int):
-        super().__init__(directory)
-        self.label, self.partitions = label, partitions
-
-    def start_bundle(self):
-        super().start_bundle()
-        self.packer = Packer(self.label, self.partitions)
-
-    def process(self, doc):
-        token, row = self.parking.add(doc)
-        self.packer.add(str(doc["id"]), (token, row, origin_of(doc)))
-        yield from self.flush_if_full()
-        if self.packer.full():
-            yield from self.packer.batches()
-
-    def finish_bundle(self):
-        yield from super().finish_bundle()
-        yield from flush_packers([(None, self.packer)], final=True)
+    def records(self, doc, token: str, row: int):
+        yield str(doc["id"]), (token, row, origin_of(doc))
 
 
 class _RouteEvidence:
