@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from thresher.filters.base import Decision, Document, rejection_record
 from thresher.pipeline.components import ConnectedComponents
-from thresher.pipeline.parking import ApplyToParked, ParkingDoFn, spill_directory
+from thresher.pipeline.parking import ApplyToParked, ParkAndPack, ParkingDoFn, spill_directory
 from thresher.pipeline.shuffle import ArrayPacker, GroupArrays, GroupInBatches, Packer, flush_packers
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
@@ -142,27 +142,15 @@ def _cluster_stats_of(sizes) -> beam.PCollection:
 # --------------------------------------------------------------------------------------------
 # exact dedup
 
-class _ParkForExact(ParkingDoFn):
+class _ParkForExact(ParkAndPack):
     """Parks documents; packs (text hash, (policy key, token, row)) for the grouping by text."""
 
     def __init__(self, directory: str, label: str, partitions: int, keep: str, score_field: str | None):
-        super().__init__(directory)
-        self.label, self.partitions, self.keep, self.score_field = label, partitions, keep, score_field
+        super().__init__(directory, label, partitions)
+        self.keep, self.score_field = keep, score_field
 
-    def start_bundle(self):
-        super().start_bundle()
-        self.packer = Packer(self.label, self.partitions)
-
-    def process(self, doc: Document):
-        token, row = self.parking.add(doc)
-        self.packer.add(text_hash(doc["text"]), (policy_key(doc, self.keep, self.score_field), token, row))
-        yield from self.flush_if_full()
-        if self.packer.full():
-            yield from self.packer.batches()
-
-    def finish_bundle(self):
-        yield from super().finish_bundle()
-        yield from flush_packers([(None, self.packer)], final=True)
+    def records(self, doc: Document, token: str, row: int):
+        yield text_hash(doc["text"]), (policy_key(doc, self.keep, self.score_field), token, row)
 
 
 def _exact_removals(_, values):
@@ -180,28 +168,12 @@ def _exact_removals(_, values):
     return out
 
 
-class _ParkForLines(ParkingDoFn):
+class _ParkForLines(ParkAndPack):
     """Parks documents; packs (line hash, (token, row)) for every distinct normalised line."""
 
-    def __init__(self, directory: str, label: str, partitions: int):
-        super().__init__(directory)
-        self.label, self.partitions = label, partitions
-
-    def start_bundle(self):
-        super().start_bundle()
-        self.packer = Packer(self.label, self.partitions)
-
-    def process(self, doc: Document):
-        token, row = self.parking.add(doc)
+    def records(self, doc: Document, token: str, row: int):
         for line_hash in _line_hashes(doc["text"]):
-            self.packer.add(line_hash, (token, row))
-        yield from self.flush_if_full()
-        if self.packer.full():
-            yield from self.packer.batches()
-
-    def finish_bundle(self):
-        yield from super().finish_bundle()
-        yield from flush_packers([(None, self.packer)], final=True)
+            yield line_hash, (token, row)
 
 
 class _FrequentLines:

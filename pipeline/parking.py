@@ -25,7 +25,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from thresher.filters.base import Document
 from thresher.pipeline.io import SPILL_DIR
-from thresher.pipeline.shuffle import GroupInBatches
+from thresher.pipeline.shuffle import GroupInBatches, Packer, flush_packers
 
 #: text a parking DoFn buffers before it writes a file: small enough that the stage reading the
 #: files back has several per worker to share out evenly (the files are its unit of work), large
@@ -98,6 +98,34 @@ class ParkingDoFn(beam.DoFn):
         if token:
             yield beam.pvalue.TaggedOutput(
                 self.FILES, WindowedValue(token, GlobalWindow().max_timestamp(), [GlobalWindow()]))
+
+
+class ParkAndPack(ParkingDoFn):
+    """Parks each document and packs the small records ``records(doc, token, row)`` returns,
+    (key, value) pairs, for one ``GroupInBatches`` (the batches are the main output)."""
+
+    def __init__(self, directory: str, label: str, partitions: int):
+        super().__init__(directory)
+        self.label, self.partitions = label, partitions
+
+    def records(self, doc: Document, token: str, row: int) -> Iterable[tuple[Any, Any]]:
+        raise NotImplementedError
+
+    def start_bundle(self):
+        super().start_bundle()
+        self.packer = Packer(self.label, self.partitions)
+
+    def process(self, doc: Document):
+        token, row = self.parking.add(doc)
+        for key, value in self.records(doc, token, row):
+            self.packer.add(key, value)
+        yield from self.flush_if_full()
+        if self.packer.full():
+            yield from self.packer.batches()
+
+    def finish_bundle(self):
+        yield from super().finish_bundle()
+        yield from flush_packers([(None, self.packer)], final=True)
 
 
 class _ApplyToFile:
