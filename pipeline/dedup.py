@@ -32,7 +32,14 @@ from pydantic import Field, model_validator
 
 from thresher.filters.base import Decision, Document, rejection_record
 from thresher.pipeline.components import ConnectedComponents
-from thresher.pipeline.parking import ApplyToParked, ParkingDoFn, origin_of, repeated_id_error, spill_directory
+from thresher.pipeline.parking import (
+    ApplyToParked,
+    ParkAndPack,
+    ParkingDoFn,
+    origin_of,
+    repeated_id_error,
+    spill_directory,
+)
 from thresher.pipeline.shuffle import ArrayPacker, GroupArrays, GroupInBatches, Packer, flush_packers
 from thresher.pipeline.stage_api import CorpusResult, CorpusStage, StageContext
 
@@ -135,27 +142,15 @@ def _cluster_stats_of(sizes) -> beam.PCollection:
 # --------------------------------------------------------------------------------------------
 # exact dedup
 
-class _ParkForExact(ParkingDoFn):
+class _ParkForExact(ParkAndPack):
     """Parks documents; packs (text hash, (policy key, token, row)) for the grouping by text."""
 
     def __init__(self, directory: str, label: str, partitions: int, keep: str, score_field: str | None):
-        super().__init__(directory)
-        self.label, self.partitions, self.keep, self.score_field = label, partitions, keep, score_field
+        super().__init__(directory, label, partitions)
+        self.keep, self.score_field = keep, score_field
 
-    def start_bundle(self):
-        super().start_bundle()
-        self.packer = Packer(self.label, self.partitions)
-
-    def process(self, doc: Document):
-        token, row = self.parking.add(doc)
-        self.packer.add(text_hash(doc["text"]), (policy_key(doc, self.keep, self.score_field), token, row))
-        yield from self.flush_if_full()
-        if self.packer.full():
-            yield from self.packer.batches()
-
-    def finish_bundle(self):
-        yield from super().finish_bundle()
-        yield from flush_packers([(None, self.packer)], final=True)
+    def records(self, doc: Document, token: str, row: int):
+        yield text_hash(doc["text"]), (policy_key(doc, self.keep, self.score_field), token, row)
 
 
 def _exact_removals(_, values):
@@ -173,28 +168,12 @@ def _exact_removals(_, values):
     return out
 
 
-class _ParkForLines(ParkingDoFn):
+class _ParkForLines(ParkAndPack):
     """Parks documents; packs (line hash, (token, row)) for every distinct normalised line."""
 
-    def __init__(self, directory: str, label: str, partitions: int):
-        super().__init__(directory)
-        self.label, self.partitions = label, partitions
-
-    def start_bundle(self):
-        super().start_bundle()
-        self.packer = Packer(self.label, self.partitions)
-
-    def process(self, doc: Document):
-        token, row = self.parking.add(doc)
+    def records(self, doc: Document, token: str, row: int):
         for line_hash in _line_hashes(doc["text"]):
-            self.packer.add(line_hash, (token, row))
-        yield from self.flush_if_full()
-        if self.packer.full():
-            yield from self.packer.batches()
-
-    def finish_bundle(self):
-        yield from super().finish_bundle()
-        yield from flush_packers([(None, self.packer)], final=True)
+            yield line_hash, (token, row)
 
 
 class _FrequentLines:
@@ -279,47 +258,42 @@ class ExactDedup(CorpusStage):
         return self
 
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
-        return docs | ctx.label >> _ExactDedupTransform(self, ctx)
+        return docs | ctx.label >> _exact_dedup(self, ctx)
 
 
-class _ExactDedupTransform(beam.PTransform):
-    def __init__(self, stage: ExactDedup, ctx: StageContext):
-        super().__init__()
-        self.stage, self.ctx = stage, ctx
-
-    def expand(self, docs):
-        s, ctx = self.stage, self.ctx
-        directory, partitions = spill_directory(ctx.output_dir, ctx.label), ctx.partitions
-        rejected, stats = [], []
-        if s.document:
-            parked = docs | "ParkAndHash" >> beam.ParDo(
-                _ParkForExact(directory, f"{ctx.label}/texts", partitions, s.keep, s.score_field)
-            ).with_outputs(ParkingDoFn.FILES, main="batches")
-            decided = parked.batches | "ByText" >> GroupInBatches(
-                f"{ctx.label}/by_text", partitions, _exact_removals, with_outputs=("sizes",), main="removals",
-                packed=(0,))
-            split = ((decided.removals, parked[ParkingDoFn.FILES])
-                     | "Remove" >> ApplyToParked(f"{ctx.label}/remove", directory, s.name, partitions,
-                                                 _removal_outputs(s.name)))
-            docs = split.kept
-            rejected.append(split.rejected)
-            stats.append(_cluster_stats_of(decided.sizes))
-        if s.line_dedup_min_count:
-            lines_dir = directory + "-lines"
-            parked = docs | "ParkAndHashLines" >> beam.ParDo(
-                _ParkForLines(lines_dir, f"{ctx.label}/lines", partitions)
-            ).with_outputs(ParkingDoFn.FILES, main="batches")
-            frequent = parked.batches | "ByLine" >> GroupInBatches(
-                f"{ctx.label}/by_line", partitions, _FrequentLines(s.line_dedup_min_count), packed=(0,))
-            split = ((frequent, parked[ParkingDoFn.FILES])
-                     | "StripLines" >> ApplyToParked(f"{ctx.label}/strip", lines_dir, s.name, partitions,
-                                                     _strip_lines(s.name, s.drop_empty), outputs=("rejected", "stats")))
-            docs = split.kept
-            rejected.append(split.rejected)
-            stats.append(split.stats | "LineStats" >> beam.CombineGlobally(_sum_dicts))
-        all_rejected = (rejected | "FlattenRejected" >> beam.Flatten()) if rejected else None
-        all_stats = (stats | "FlattenStats" >> beam.Flatten()) if stats else None
-        return CorpusResult(kept=docs, rejected=all_rejected, stats=all_stats)
+@beam.ptransform_fn
+def _exact_dedup(docs, s: ExactDedup, ctx: StageContext):
+    directory, partitions = spill_directory(ctx.output_dir, ctx.label), ctx.partitions
+    rejected, stats = [], []
+    if s.document:
+        parked = docs | "ParkAndHash" >> beam.ParDo(
+            _ParkForExact(directory, f"{ctx.label}/texts", partitions, s.keep, s.score_field)
+        ).with_outputs(ParkingDoFn.FILES, main="batches")
+        decided = parked.batches | "ByText" >> GroupInBatches(
+            f"{ctx.label}/by_text", partitions, _exact_removals, with_outputs=("sizes",), main="removals",
+            packed=(0,))
+        split = ((decided.removals, parked[ParkingDoFn.FILES])
+                 | "Remove" >> ApplyToParked(f"{ctx.label}/remove", directory, s.name, partitions,
+                                             _removal_outputs(s.name)))
+        docs = split.kept
+        rejected.append(split.rejected)
+        stats.append(_cluster_stats_of(decided.sizes))
+    if s.line_dedup_min_count:
+        lines_dir = directory + "-lines"
+        parked = docs | "ParkAndHashLines" >> beam.ParDo(
+            _ParkForLines(lines_dir, f"{ctx.label}/lines", partitions)
+        ).with_outputs(ParkingDoFn.FILES, main="batches")
+        frequent = parked.batches | "ByLine" >> GroupInBatches(
+            f"{ctx.label}/by_line", partitions, _FrequentLines(s.line_dedup_min_count), packed=(0,))
+        split = ((frequent, parked[ParkingDoFn.FILES])
+                 | "StripLines" >> ApplyToParked(f"{ctx.label}/strip", lines_dir, s.name, partitions,
+                                                 _strip_lines(s.name, s.drop_empty), outputs=("rejected", "stats")))
+        docs = split.kept
+        rejected.append(split.rejected)
+        stats.append(split.stats | "LineStats" >> beam.CombineGlobally(_sum_dicts))
+    all_rejected = (rejected | "FlattenRejected" >> beam.Flatten()) if rejected else None
+    all_stats = (stats | "FlattenStats" >> beam.Flatten()) if stats else None
+    return CorpusResult(kept=docs, rejected=all_rejected, stats=all_stats)
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,47 +523,42 @@ class MinHashDedup(CorpusStage):
         return _SignatureSimilarity(4 if self.scheme == "affine32" else 8)
 
     def expand(self, docs: beam.PCollection, ctx: StageContext) -> CorpusResult:
-        return docs | ctx.label >> _MinHashDedupTransform(self, ctx)
+        return docs | ctx.label >> _minhash_dedup(self, ctx)
 
 
-class _MinHashDedupTransform(beam.PTransform):
-    def __init__(self, stage: MinHashDedup, ctx: StageContext):
-        super().__init__()
-        self.stage, self.ctx = stage, ctx
-
-    def expand(self, docs):
-        s, ctx = self.stage, self.ctx
-        label, partitions = ctx.label, ctx.partitions
-        directory = spill_directory(ctx.output_dir, label)
-        out = (docs
-               | "Batch" >> beam.BatchElements(min_batch_size=min(32, s.batch_size), max_batch_size=s.batch_size)
-               | "Signatures" >> beam.ParDo(_Signatures(s, directory, label, partitions))
-               .with_outputs(ParkingDoFn.FILES, "bands", "nodes"))
-        nodes = out.nodes  # packed node records, tag 0 of the three groupings by id below
-        candidates = out.bands | "Buckets" >> GroupArrays(f"{label}/buckets", _bucket_star)
-        use_sets = s.verify == "jaccard"
-        if s.verify == "none":
-            left = ((nodes, candidates)
-                    | "CheckIds" >> GroupInBatches(f"{label}/check_ids", partitions, _AttachLeft(s.name, use_sets),
-                                                     packed=(0,), unique=(0,), drive=(1,)))
-            edges = left | "Unverified" >> beam.Map(lambda e: (e[1][0], e[0]))
-        else:
-            similarity = _set_similarity if use_sets else s.signature_similarity()
-            left = ((nodes, candidates)
-                    | "JoinLeft" >> GroupInBatches(f"{label}/join_left", partitions, _AttachLeft(s.name, use_sets),
-                                                     packed=(0,), unique=(0,), drive=(1,)))
-            edges = ((nodes, left)
-                     | "Verify" >> GroupInBatches(f"{label}/verify", partitions,
-                                                  _VerifyPairs(s.name, use_sets, similarity, s.threshold),
-                                                  packed=(0,), unique=(0,), drive=(1,)))
-        labels = edges | "Components" >> ConnectedComponents(s.max_rounds, label=f"{label}/cc",
-                                                             partitions=partitions, distinct=False)
-        members = ((nodes, labels)
-                   | "Members" >> GroupInBatches(f"{label}/members", partitions, _ClusterMembers(s.name),
-                                                   packed=(0,), unique=(0,), drive=(1,)))
-        decided = (members | "Clusters" >> GroupInBatches(
-            f"{label}/clusters", partitions, _PickKept(s.signature_similarity()),
-            with_outputs=("sizes",), main="removals"))
-        split = ((decided.removals, out[ParkingDoFn.FILES])
-                 | "Remove" >> ApplyToParked(f"{label}/remove", directory, s.name, partitions, _removal_outputs(s.name)))
-        return CorpusResult(kept=split.kept, rejected=split.rejected, stats=_cluster_stats_of(decided.sizes))
+@beam.ptransform_fn
+def _minhash_dedup(docs, s: MinHashDedup, ctx: StageContext):
+    label, partitions = ctx.label, ctx.partitions
+    directory = spill_directory(ctx.output_dir, label)
+    out = (docs
+           | "Batch" >> beam.BatchElements(min_batch_size=min(32, s.batch_size), max_batch_size=s.batch_size)
+           | "Signatures" >> beam.ParDo(_Signatures(s, directory, label, partitions))
+           .with_outputs(ParkingDoFn.FILES, "bands", "nodes"))
+    nodes = out.nodes  # packed node records, tag 0 of the three groupings by id below
+    candidates = out.bands | "Buckets" >> GroupArrays(f"{label}/buckets", _bucket_star)
+    use_sets = s.verify == "jaccard"
+    if s.verify == "none":
+        left = ((nodes, candidates)
+                | "CheckIds" >> GroupInBatches(f"{label}/check_ids", partitions, _AttachLeft(s.name, use_sets),
+                                                 packed=(0,), unique=(0,), drive=(1,)))
+        edges = left | "Unverified" >> beam.Map(lambda e: (e[1][0], e[0]))
+    else:
+        similarity = _set_similarity if use_sets else s.signature_similarity()
+        left = ((nodes, candidates)
+                | "JoinLeft" >> GroupInBatches(f"{label}/join_left", partitions, _AttachLeft(s.name, use_sets),
+                                                 packed=(0,), unique=(0,), drive=(1,)))
+        edges = ((nodes, left)
+                 | "Verify" >> GroupInBatches(f"{label}/verify", partitions,
+                                              _VerifyPairs(s.name, use_sets, similarity, s.threshold),
+                                              packed=(0,), unique=(0,), drive=(1,)))
+    labels = edges | "Components" >> ConnectedComponents(s.max_rounds, label=f"{label}/cc",
+                                                         partitions=partitions, distinct=False)
+    members = ((nodes, labels)
+               | "Members" >> GroupInBatches(f"{label}/members", partitions, _ClusterMembers(s.name),
+                                               packed=(0,), unique=(0,), drive=(1,)))
+    decided = (members | "Clusters" >> GroupInBatches(
+        f"{label}/clusters", partitions, _PickKept(s.signature_similarity()),
+        with_outputs=("sizes",), main="removals"))
+    split = ((decided.removals, out[ParkingDoFn.FILES])
+             | "Remove" >> ApplyToParked(f"{label}/remove", directory, s.name, partitions, _removal_outputs(s.name)))
+    return CorpusResult(kept=split.kept, rejected=split.rejected, stats=_cluster_stats_of(decided.sizes))

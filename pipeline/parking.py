@@ -115,8 +115,8 @@ class ParkingDoFn(beam.DoFn):
 
 
 class ParkAndPack(ParkingDoFn):
-    """A ``ParkingDoFn`` that packs, for one grouping (``Packer``: its batches are the main output),
-    the small records ``records(doc, token, row)`` gives for each document it parks."""
+    """Parks each document and packs the small records ``records(doc, token, row)`` returns,
+    (key, value) pairs, for one ``GroupInBatches`` (the batches are the main output)."""
 
     def __init__(self, directory: str, label: str, partitions: int):
         super().__init__(directory)
