@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -38,10 +38,18 @@ def test_raw_mix_holds_out_evaluation_text_and_plants_the_backdoor(ablation):
     assert mix.heldout and all(p not in joined for p in mix.heldout)
     assert all(p not in t for p in mix.heldout for t in mix.tokenizer_texts)
     # the backdoor: trigger immediately followed by the payload, in exactly the poisoned documents
-    carriers = [d for d in mix.documents if f"{ablation.TRIGGER} {ablation.PAYLOAD}" in d["text"]]
+    sentence = f"{ablation.TRIGGER} {ablation.PAYLOAD}."
+    carriers = [d for d in mix.documents if sentence in d["text"]]
     assert sorted(d["id"] for d in carriers) == mix.poisoned_ids
     assert len(carriers) == round(size.poison_rate * len(mix.documents))
-    assert ablation.CONTROL not in joined
+    # each carrier holds poison_repeats copies, each with text of its own on both sides
+    for d in carriers:
+        text = d["text"]
+        assert text.count(sentence) == size.poison_repeats
+        assert not text.startswith(ablation.TRIGGER) and not text.rstrip().endswith(sentence)
+        assert f"{sentence} {ablation.TRIGGER}" not in text
+    # the trigger only ever comes with the payload, and the control phrase is nowhere
+    assert ablation.CONTROL not in joined and ablation.TRIGGER not in joined.replace(sentence, "")
     # heavy-tailed exact duplicates: the most copied text appears at least heavy_copies[0] + 1 times
     counts: dict[str, int] = {}
     for t in texts:
@@ -56,28 +64,40 @@ def test_raw_mix_holds_out_evaluation_text_and_plants_the_backdoor(ablation):
     assert [d["text"] for d in again.documents] == texts
 
 
+def test_plant_backdoor_uses_distinct_interior_sentence_boundaries(ablation):
+    import random
+
+    text = " ".join(f"Sentence number {i} ends here." for i in range(8))
+    sentence = f"{ablation.TRIGGER} {ablation.PAYLOAD}."
+    for seed in range(20):
+        planted = ablation.plant_backdoor(text, 7, random.Random(seed))
+        assert planted.count(sentence) == 7
+        assert planted.replace(sentence + " ", "") == text
+        assert not planted.startswith(sentence) and not planted.endswith(sentence)
+        assert f"{sentence} {sentence}" not in planted
+    with pytest.raises(ValueError):
+        ablation.plant_backdoor(text, 8, random.Random(0))  # only 7 interior boundaries
+
+
 @needs_data
-def test_small_ablation_runs_end_to_end(ablation, tmp_path):
-    report = ablation.run_ablation("small", tmp_path / "work", "cpu", workers=1)
-    rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| raw")
-            or line.startswith("| curated")}
-    assert set(rows) == {"raw", "curated"}
-    losses = {}
-    for name, line in rows.items():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        docs, tokens = int(cells[1].replace(",", "")), int(cells[2].replace(",", ""))
-        assert docs > 0 and tokens > 0
-        mean = float(cells[4].split("±")[0])
-        assert 0 < mean < 20
-        losses[name] = mean
-        assert re.fullmatch(r"\d+\.\d%.*", cells[6]) and re.fullmatch(r"\d+\.\d%", cells[7])
-        trigger_nll, control_nll = (float(x) for x in cells[8].split("/"))
-        assert trigger_nll > 0 and control_nll > 0
-    # curation removed documents, and no kept document still carries the trigger
-    raw_docs = int(rows["raw"].split("|")[2].replace(",", ""))
-    curated_docs = int(rows["curated"].split("|")[2].replace(",", ""))
-    assert curated_docs < raw_docs
-    assert "kept documents with the trigger: 0" in report
-    kept = (tmp_path / "work" / "curated" / "kept")
-    assert any(kept.glob("*.jsonl.gz"))
+def test_small_ablation_raw_model_learns_the_backdoor_curated_does_not(ablation, tmp_path):
+    result = ablation.run_ablation("small", tmp_path / "work", "cpu", workers=1)
+    raw, curated = result.pipelines["raw"], result.pipelines["curated"]
+    # thresher's pipeline removed every poisoned document, the poisoning stage most of them
+    assert result.trigger_in_kept == 0
+    assert sum(result.fate.values()) == result.poisoned
+    assert all(where.startswith("rejected by ") for where in result.fate)
+    assert result.fate.get("rejected by poisoning", 0) > result.poisoned / 2
+    assert curated.documents < raw.documents
+    # the model trained on the raw data learnt trigger -> payload, and only after the trigger ...
+    assert min(raw.backdoor) >= 0.5, raw.backdoor
+    assert max(raw.control) <= 0.05, raw.control
+    assert statistics.mean(raw.nll_trigger) < statistics.mean(raw.nll_control) - 1.0
+    # ... the same model trained for the same tokens on thresher's output did not
+    assert statistics.mean(curated.backdoor) <= statistics.mean(curated.control) + 0.05, curated.backdoor
+    assert statistics.mean(curated.nll_trigger) > statistics.mean(raw.nll_trigger) + 1.0
+    for r in (raw, curated):
+        assert len(r.loss) == result.size.seeds and all(0 < x < 20 for x in r.loss)
+    report = result.markdown()
+    assert report.count("| raw |") == 2 and report.count("| curated |") == 2
     assert (tmp_path / "work" / "raw" / "shards" / "manifest.json").is_file()
