@@ -538,8 +538,8 @@ class AblationResult:
         return "\n".join(lines)
 
 
-def run_ablation(size_name: str, work: Path, device_name: str = "auto", workers: int = 1,
-                 threads: int = 1) -> AblationResult:
+def measure_ablation(size_name: str, work: Path, device_name: str = "auto", workers: int = 1,
+                     threads: int = 1) -> AblationResult:
     size = SIZES[size_name]
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -607,6 +607,11 @@ def run_ablation(size_name: str, work: Path, device_name: str = "auto", workers:
         wall_s=wall, cpu_s=cpu)
 
 
+def run_ablation(size_name: str, work: Path, device_name: str = "auto", workers: int = 1, threads: int = 1) -> str:
+    """The markdown report of ``measure_ablation`` (what bench/gpu_suite.py records)."""
+    return measure_ablation(size_name, work, device_name, workers, threads).markdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="default")
@@ -616,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Beam DirectRunner workers: 1 = in_memory mode, more = multi_processing")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for training")
     args = parser.parse_args(argv)
-    print(run_ablation(args.size, args.work, args.device, args.workers, args.threads).markdown())
+    print(run_ablation(args.size, args.work, args.device, args.workers, args.threads))
     return 0
 
 

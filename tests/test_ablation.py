@@ -81,7 +81,7 @@ def test_plant_backdoor_uses_distinct_interior_sentence_boundaries(ablation):
 
 @needs_data
 def test_small_ablation_raw_model_learns_the_backdoor_curated_does_not(ablation, tmp_path):
-    result = ablation.run_ablation("small", tmp_path / "work", "cpu", workers=1)
+    result = ablation.measure_ablation("small", tmp_path / "work", "cpu", workers=1)
     raw, curated = result.pipelines["raw"], result.pipelines["curated"]
     # thresher's pipeline removed every poisoned document, the poisoning stage most of them
     assert result.trigger_in_kept == 0
