@@ -267,14 +267,15 @@ def pipeline_config(stages: list[dict], input_glob: str, output: Path, workers: 
     }
 
 
-def curated_stages(tokenize: dict, reference_model: Path) -> list[dict]:
-    """configs/web.yaml's stages with the shared tokenizer and the poisoning reference model."""
+def curated_stages(tokenize: dict, reference_model: Path | None) -> list[dict]:
+    """configs/web.yaml's stages with the shared tokenizer and, if given, the poisoning reference
+    model (None: the poisoning stage as web.yaml has it)."""
     stages = yaml.safe_load(WEB_CONFIG.read_text())["stages"]
     out = []
     for stage in stages:
         if stage["name"] == "tokenize":
             stage = tokenize
-        elif stage["name"] == "poisoning":
+        elif stage["name"] == "poisoning" and reference_model is not None:
             stage = {**stage, "reference_model": str(reference_model)}
         out.append(stage)
     return out
@@ -495,6 +496,7 @@ class AblationResult:
     trigger_in_kept: int
     wall_s: dict[str, float]
     cpu_s: dict[str, float]
+    poisoning_reference: bool = True
 
     def markdown(self) -> str:
         size = self.size
@@ -530,6 +532,7 @@ class AblationResult:
         lines += [
             "",
             "raw mix: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.composition.items())),
+            f"curated poisoning stage: {'with a reference model of clean text' if self.poisoning_reference else 'as configs/web.yaml has it (no reference)'}; "
             f"poisoned documents in the curated run: {self.fate}; kept documents with the trigger: "
             f"{self.trigger_in_kept}",
             "time (wall / CPU s): " + ", ".join(f"{k} {self.wall_s[k]:.0f} / {self.cpu_s[k]:.0f}" for k in self.wall_s)
@@ -539,7 +542,7 @@ class AblationResult:
 
 
 def measure_ablation(size_name: str, work: Path, device_name: str = "auto", workers: int = 1,
-                     threads: int = 1) -> AblationResult:
+                     threads: int = 1, use_reference: bool = True) -> AblationResult:
     size = SIZES[size_name]
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -557,8 +560,9 @@ def measure_ablation(size_name: str, work: Path, device_name: str = "auto", work
     heldout_dir = work / "heldout"
     heldout_tokens = write_heldout_shards(mix.heldout, model_bytes, heldout_dir)
     tokenize = {"name": "tokenize", "model_path": str(tokenizer), "shard_tokens": 4 * 1024 * 1024}
-    reference = work / "reference.npz"
-    train_reference(mix.tokenizer_texts, size.reference_articles or size.generated, reference)
+    reference = work / "reference.npz" if use_reference else None
+    if reference is not None:
+        train_reference(mix.tokenizer_texts, size.reference_articles or size.generated, reference)
     wall["build"], cpu["build"] = time.perf_counter() - t0, cpu_seconds() - c0
 
     pipelines = {"raw": [tokenize], "curated": curated_stages(tokenize, reference)}
@@ -604,12 +608,13 @@ def measure_ablation(size_name: str, work: Path, device_name: str = "auto", work
         poisoned=len(mix.poisoned_ids), heldout_paragraphs=len(mix.heldout), heldout_tokens=heldout_tokens,
         prompts=len(contexts), device=str(device), pipelines=results, composition=mix.composition,
         fate=poison_fate(work / "curated", mix.poisoned_ids), trigger_in_kept=trigger_in_kept(work / "curated"),
-        wall_s=wall, cpu_s=cpu)
+        wall_s=wall, cpu_s=cpu, poisoning_reference=use_reference)
 
 
-def run_ablation(size_name: str, work: Path, device_name: str = "auto", workers: int = 1, threads: int = 1) -> str:
+def run_ablation(size_name: str, work: Path, device_name: str = "auto", workers: int = 1, threads: int = 1,
+                 use_reference: bool = True) -> str:
     """The markdown report of ``measure_ablation`` (what bench/gpu_suite.py records)."""
-    return measure_ablation(size_name, work, device_name, workers, threads).markdown()
+    return measure_ablation(size_name, work, device_name, workers, threads, use_reference).markdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -620,8 +625,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="Beam DirectRunner workers: 1 = in_memory mode, more = multi_processing")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for training")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="the curated run's poisoning stage as configs/web.yaml has it, without a reference model")
     args = parser.parse_args(argv)
-    print(run_ablation(args.size, args.work, args.device, args.workers, args.threads))
+    print(run_ablation(args.size, args.work, args.device, args.workers, args.threads, not args.no_reference))
     return 0
 
 
