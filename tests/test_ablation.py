@@ -101,3 +101,13 @@ def test_small_ablation_raw_model_learns_the_backdoor_curated_does_not(ablation,
     report = result.markdown()
     assert report.count("| raw |") == 2 and report.count("| curated |") == 2
     assert (tmp_path / "work" / "raw" / "shards" / "manifest.json").is_file()
+
+
+def test_curated_stages_give_the_poisoning_stage_a_reference_only_when_asked(ablation):
+    tokenize = {"name": "tokenize", "model_path": "tokenizer.model"}
+    with_reference = {s["name"]: s for s in ablation.curated_stages(tokenize, Path("reference.npz"))}
+    as_configured = {s["name"]: s for s in ablation.curated_stages(tokenize, None)}
+    assert with_reference["poisoning"]["reference_model"] == "reference.npz"
+    assert "reference_model" not in as_configured["poisoning"]
+    assert with_reference["tokenize"] == as_configured["tokenize"] == tokenize
+    assert list(with_reference) == list(as_configured)
