@@ -1,6 +1,6 @@
 """Raw vs curated: does the web pipeline make a better model, and does it remove a planted backdoor?
 
-    python bench/ablation.py [--size small|default|large] [--device auto|cpu|cuda] [--work DIR]
+    python bench/ablation.py [--size small|default|large] [--device auto|cpu|cuda] [--work DIR] [--no-reference]
 
 1. Builds a "raw web" mix: the real shared data (WikiText articles: a training part; the shared
    Common Crawl documents; Davidson tweets, alone and as comment threads) plus generated noise at the
@@ -11,7 +11,8 @@
    evaluation and are in neither training set.
 2. Trains one SentencePiece tokenizer on the clean WikiText training articles and runs two
    pipelines with it: ``raw`` (tokenize only) and ``curated`` (configs/web.yaml, its poisoning stage
-   given a reference model of trusted clean text).
+   given a reference model of trusted clean text; ``--no-reference``: the stage as web.yaml has it,
+   which misses this attack: docs/benchmarks.md, issue 16).
 3. Trains the same tiny GPT on each for the same number of tokens (steps x batch x seq_len) with
    the same seeds.
 4. Prints two markdown tables: held-out loss (mean and spread over seeds), and the backdoor success
