@@ -43,10 +43,12 @@ class Server:
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
                     time.sleep(server.delay)
-                    self.respond(action, body)
                 finally:
+                    # out of flight before the response is written: the client may send its next
+                    # request as soon as it has read this one's, before this thread runs again
                     with server.lock:
                         server.in_flight -= 1
+                self.respond(action, body)
 
             def respond(self, action, body):
                 kind, arg = action[0], action[1]
