@@ -208,10 +208,10 @@ def _strip_lines(stage_name: str, drop_empty: bool):
             out = dict(doc, text=text, meta={**(doc.get("meta") or {}), "line_dedup_removed": removed})
             yield beam.pvalue.TaggedOutput("stats", {"lines_removed": removed, "docs_with_lines_removed": 1})
             if drop_empty and not text.strip():
-                record = rejection_record(doc, Decision.reject("empty_after_line_dedup", float(removed)), stage_name,
-                                          duplicate_of=None)
-                record["meta"] = out["meta"]
-                yield beam.pvalue.TaggedOutput("rejected", record)
+                decision = Decision.reject("empty_after_line_dedup", float(removed),
+                                           meta={"line_dedup_removed": removed})
+                yield beam.pvalue.TaggedOutput("rejected",
+                                               rejection_record(doc, decision, stage_name, duplicate_of=None))
             else:
                 yield out
 

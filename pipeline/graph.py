@@ -17,8 +17,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from thresher.filters.base import Decision, DocumentStage, Stage, apply_decision, rejection_record
+from thresher.filters.storage import atomic_write
 from thresher.pipeline.config import AUTO_RESHUFFLE_FILES, PipelineConfig
-from thresher.pipeline.io import QUARANTINE, ReadDocuments, WriteRecords, atomic_write
+from thresher.pipeline.io import QUARANTINE, ReadDocuments, WriteRecords
 from thresher.pipeline.progress import Heartbeat
 from thresher.pipeline.stage_api import CorpusStage, StageContext
 
@@ -173,31 +174,22 @@ class RunDocumentStages(beam.DoFn):
 
 
 class CountDocuments(beam.DoFn):
-    def __init__(self, label: str, what: str):
+    """Counts elements as the stage's ``what`` and, given ``run_total``, also in that run-wide
+    counter (a corpus stage's generated documents: ``documents_generated``)."""
+
+    def __init__(self, label: str, what: str, run_total: str | None = None):
         self.label = label
         self.what = what
+        self.run_total = run_total
 
     def setup(self) -> None:
-        self.counter = counter(self.label, self.what)
+        self.counters = [counter(self.label, self.what)]
+        if self.run_total:
+            self.counters.append(Metrics.counter(NAMESPACE, self.run_total))
 
     def process(self, element):
-        self.counter.inc()
-        yield element
-
-
-class CountGenerated(beam.DoFn):
-    """Documents a corpus stage added: its ``generated`` and the run's ``documents_generated``."""
-
-    def __init__(self, label: str):
-        self.label = label
-
-    def setup(self) -> None:
-        self.here = counter(self.label, "generated")
-        self.total = Metrics.counter(NAMESPACE, "documents_generated")
-
-    def process(self, element):
-        self.here.inc()
-        self.total.inc()
+        for c in self.counters:
+            c.inc()
         yield element
 
 
@@ -328,7 +320,8 @@ def build_graph(pipeline: beam.Pipeline, config: PipelineConfig, files: list[tup
         result = stage.expand(counted_in, ctx)
         docs = result.kept
         if result.generated is not None:
-            added = result.generated | f"CountGenerated[{label}]" >> beam.ParDo(CountGenerated(label))
+            added = result.generated | f"CountGenerated[{label}]" >> beam.ParDo(
+                CountDocuments(label, "generated", run_total="documents_generated"))
             docs = (docs, added) | f"AddGenerated[{label}]" >> beam.Flatten()
         docs = docs | f"CountKept[{label}]" >> beam.ParDo(CountDocuments(label, "kept"))
         if result.rejected is not None:

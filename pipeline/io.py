@@ -30,7 +30,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from thresher.filters.storage import atomic_write, atomic_writer  # noqa: F401 - atomic_write: for run, graph, poisoning
+from thresher.filters.storage import atomic_writer
 from thresher.pipeline.config import InputConfig
 from thresher.pipeline.progress import Heartbeat
 

@@ -150,13 +150,13 @@ def direct_options(options: dict[str, Any], size: int, cores: int | None = None,
     memory = available_memory() if memory is None else memory
     out = dict(options)
     if "direct_running_mode" not in out:
+        worth_it = cores > 1 and size >= multi_process_min_bytes(cores)
         fits = not memory or size * MULTI_PROCESS_MEMORY_X <= memory
-        if cores > 1 and size >= multi_process_min_bytes(cores) and not fits:
+        if worth_it and not fits:
             logging.getLogger("thresher").info(
                 "one process: a worker per core would need about %.1f GB for %.1f GB of input; %.1f GB is available",
                 size * MULTI_PROCESS_MEMORY_X / 1e9, size / 1e9, memory / 1e9)
-        out["direct_running_mode"] = ("multi_processing" if cores > 1 and size >= multi_process_min_bytes(cores)
-                                      and fits else "in_memory")
+        out["direct_running_mode"] = "multi_processing" if worth_it and fits else "in_memory"
     if out["direct_running_mode"] == "in_memory":
         out.setdefault("direct_num_workers", 1)
     else:

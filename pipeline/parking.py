@@ -123,7 +123,8 @@ class ParkAndPack(ParkingDoFn):
         self.label, self.partitions = label, partitions
 
     def records(self, doc: Document, token: str, row: int) -> Iterable[tuple[Any, Any]]:
-        raise NotImplementedError
+        """The (key, value) records of one parked document; each subclass says what it groups by."""
+        raise NotImplementedError(f"{type(self).__name__} must implement records")
 
     def start_bundle(self):
         super().start_bundle()

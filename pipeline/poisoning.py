@@ -55,6 +55,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from thresher.filters import storage
+from thresher.filters.storage import atomic_write
 from thresher.filters.base import Decision, rejection_record
 from thresher.filters.poison_detectors import (
     DETECTORS,
@@ -89,7 +90,7 @@ from thresher.filters.poison_detectors import (
     stable_hash,
     text_sha256,
 )
-from thresher.pipeline.io import atomic_write, encode_record, shard_of
+from thresher.pipeline.io import encode_record, shard_of
 from thresher.pipeline.parking import (
     ApplyToParked,
     DocumentParking,

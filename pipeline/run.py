@@ -4,7 +4,6 @@ the accounting check records read (+ generated) = kept + rejected + quarantined.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import posixpath
 import time
@@ -18,10 +17,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from thresher.filters.storage import atomic_write
 from thresher.pipeline.config import ConfigError, PipelineConfig
 from thresher.pipeline.graph import (NAMESPACE, STAGE_ERROR, STATS_DIR, StageErrorBudgetExceeded, build_graph,
                                      error_line, stage_label)
-from thresher.pipeline.io import SPILL_DIR, atomic_write, match_inputs
+from thresher.pipeline.io import SPILL_DIR, match_inputs
 from thresher.pipeline.local_runner import direct_options, input_bytes
 from thresher.pipeline.outdir import ForeignFiles, owned_part_reached, prepare_output, remove_owned
 from thresher.pipeline.progress import Progress

@@ -205,6 +205,14 @@ def flush_packers(packers: Iterable[tuple[str | None, Packer]], final: bool = Fa
             yield item if output is None else beam.pvalue.TaggedOutput(output, item)
 
 
+def _grouped(lists: list[list[tuple[Any, Any]]]) -> dict[Any, list]:
+    grouped: dict[Any, list] = defaultdict(list)
+    for items in lists:
+        for key, value in items:
+            grouped[key].append(value)
+    return grouped
+
+
 def unpack(blobs: Iterable[bytes], tags: int, counts: dict[str, int] | None = None,
            unique: tuple[int, ...] = (), drive: tuple[int, ...] | None = None) -> Iterator[tuple[Any, list[list]]]:
     """A partition's batches merged: (key, one list of values per tag) for every key. ``counts``
@@ -226,18 +234,10 @@ def unpack(blobs: Iterable[bytes], tags: int, counts: dict[str, int] | None = No
         if tag in unique:
             single = dict(item for items in lists for item in items)
             if len(single) < sum(len(items) for items in lists):  # rare: collect the repeats
-                many: dict[Any, list] = defaultdict(list)
-                for items in lists:
-                    for key, value in items:
-                        many[key].append(value)
-                repeated[tag] = {k: v for k, v in many.items() if len(v) > 1}
+                repeated[tag] = {k: v for k, v in _grouped(lists).items() if len(v) > 1}
             by_tag.append(single)
         else:
-            grouped: dict[Any, list] = defaultdict(list)
-            for items in lists:
-                for key, value in items:
-                    grouped[key].append(value)
-            by_tag.append(grouped)
+            by_tag.append(_grouped(lists))
     if tags == 1 and not unique:
         for key, values in by_tag[0].items():
             yield key, [values]

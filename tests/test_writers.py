@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from thresher.pipeline.io import SpillRecords, WriteShard, atomic_write, atomic_writer
+from thresher.filters.storage import atomic_write, atomic_writer
+from thresher.pipeline.io import SpillRecords, WriteShard
 
 
 def _spill(tmp_path: Path, records: list[dict], shards: int) -> list:
