@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import xxhash
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from thresher.filters.base import Strict
 from thresher.filters.ngram_lm import BOS_HASH, NgramLM, WordHasher, mix64, ngram_hashes, words_with_spans
 
 DETECTORS = ("integrity", "inserted_spans", "payload_association", "trigger_ngrams", "perplexity_outliers")
@@ -36,11 +37,7 @@ SpreadBy = Literal["auto", "cluster", "host", "source", "id"]
 # --------------------------------------------------------------------------------------------
 # parameters (the YAML keys under each detector)
 
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TriggerParams(_Params):
+class TriggerParams(Strict):
     #: null: on when the stage has a ``reference_model`` (the test compares corpus counts with the
     #: reference's; true without one is an error)
     enabled: bool | None = None
@@ -69,7 +66,7 @@ class TriggerParams(_Params):
         return self
 
 
-class PayloadParams(_Params):
+class PayloadParams(Strict):
     #: null: on when the stage has a ``reference_model`` (true without one is an error)
     enabled: bool | None = None
     #: orders of the trigger n-grams whose continuations are compared
@@ -95,7 +92,7 @@ class PayloadParams(_Params):
         return self
 
 
-class SpanParams(_Params):
+class SpanParams(Strict):
     """``inserted_spans``: the reference-free test (see ``judge_span`` and docs/poisoning.md)."""
 
     #: on by default: the test needs nothing but the corpus
@@ -117,7 +114,7 @@ class SpanParams(_Params):
         return self.max_phrase_words + 1
 
 
-class PerplexityParams(_Params):
+class PerplexityParams(Strict):
     #: ONION: needs ``reference_model`` (the n-gram pass) or ``checkpoint`` (the transformer pass)
     enabled: bool = False
     #: nats; a word whose removal gains this much over an average word is suspicious
@@ -151,7 +148,7 @@ class PerplexityParams(_Params):
         return self
 
 
-class IntegrityParams(_Params):
+class IntegrityParams(Strict):
     #: split-view check against a manifest of vetted content hashes
     enabled: bool = False
     #: a `thresher manifest` file (local path or URL)
@@ -850,8 +847,10 @@ def judge_ngram(stats: NgramStats, n_docs: int, trigger: TriggerParams, payload:
             if not text:
                 continue
             share = count / stats.docs
+            if share < payload.min_share or len(spreads) < payload.min_spread:
+                continue  # before the union-find of independent(), which these checks do not need
             count = places.independent(sites)
-            if count >= payload.min_docs and share >= payload.min_share and len(spreads) >= payload.min_spread:
+            if count >= payload.min_docs:
                 pair_p = excess_neglog10_p(count, ref, ref_share, expected)
                 if pair_p < -math.log10(payload.max_p_value) + correction:
                     continue
@@ -933,6 +932,8 @@ def span_runs(df: np.ndarray, n: int, min_docs: int, max_docs: int) -> list[tupl
     same way in every carrier."""
     out = []
     ok = (df >= min_docs) & (df <= max_docs)
+    if not ok.any():  # most documents: no repeated run at all
+        return out
     i, count = 0, len(df)
     while i < count:
         if not ok[i]:
@@ -996,7 +997,6 @@ class SpanScanner:
     words. Most documents have none; a document contributes each distinct span once."""
 
     def __init__(self, corpus: CorpusSketch, params: SpanParams):
-        self.corpus = corpus
         self.params = params
         self.n = params.run_order()
         self.min_docs = params.min_docs

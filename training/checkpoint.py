@@ -146,12 +146,6 @@ def remove_older(out: str | Path, keep: int = 2) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = [
-    "checkpoint_dir", "complete_checkpoints", "latest_checkpoint", "load_checkpoint", "load_model_weights",
-    "remove_older", "rng_state", "save_checkpoint", "saved_config", "set_rng_state", "step_number",
-]
-
-
 def local_checkpoint(location: str | os.PathLike) -> Path | None:
     """A ``thresher train`` checkpoint as a local directory: ``location`` is a ``step-N``
     directory (with model.safetensors) or a training OUT, whose newest complete
@@ -173,3 +167,9 @@ def local_checkpoint(location: str | os.PathLike) -> Path | None:
         if step is not None:
             steps.append((step, parts[0]))
     return storage.local_copy(storage.join(root, max(steps)[1])) if steps else None
+
+
+__all__ = [
+    "checkpoint_dir", "complete_checkpoints", "latest_checkpoint", "load_checkpoint", "load_model_weights",
+    "local_checkpoint", "remove_older", "rng_state", "save_checkpoint", "saved_config", "set_rng_state", "step_number",
+]

@@ -36,7 +36,6 @@ import torch
 
 from thresher.filters import storage
 from thresher.filters.ngram_lm import words_with_spans
-from thresher.training.checkpoint import local_checkpoint
 
 
 class CheckpointError(ValueError):
@@ -56,7 +55,7 @@ def resolve_checkpoint(checkpoint: str, tokenizer: str | None = None) -> Resolve
     checkpoint was trained on); check that they belong together. Each may be a path or a gs:// /
     s3:// URL: a remote checkpoint is copied once per machine (only the newest step of a training
     OUT). Raises ``CheckpointError``."""
-    from thresher.training.checkpoint import saved_config
+    from thresher.training.checkpoint import local_checkpoint, saved_config
     from thresher.training.config import TrainConfigError, parse_train_config
 
     try:
