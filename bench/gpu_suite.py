@@ -119,10 +119,9 @@ SMOKE = Settings(
 # ---------------------------------------------------------------------------------------------
 
 def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    tmp.replace(path)
+    from thresher.filters.storage import atomic_write
+
+    atomic_write(path, (json.dumps(data, indent=1, default=str) + "\n").encode())
 
 
 def read_json(path: Path) -> dict:

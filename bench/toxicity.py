@@ -41,9 +41,7 @@ class System:
 
 
 def fasttext_system(model: str, threshold: float | None) -> System:
-    stage = ToxicityStage(model=model, action="annotate")
-    if threshold is not None:
-        stage = ToxicityStage(model=model, action="annotate", threshold=threshold)
+    stage = ToxicityStage(model=model, action="annotate", **({} if threshold is None else {"threshold": threshold}))
     stage.setup()
     name = f"thresher {'built-in' if model == 'toxicity' else Path(model).name} (threshold {stage.threshold})"
     return System(name, lambda texts: [p >= stage.threshold for p in stage.positive_probabilities(texts)])

@@ -157,7 +157,6 @@ class FastTextClassifierStage(DocumentStage):
     _model: Any = PrivateAttr(default=None)
     _positive: str = PrivateAttr(default="")
     _calibration: Calibration | None = PrivateAttr(default=None)
-    _complement: bool = PrivateAttr(default=False)
 
     def __getstate__(self) -> dict[str, Any]:
         # A loaded fastText model cannot be pickled; a copy sent to another worker reloads it.
@@ -171,34 +170,37 @@ class FastTextClassifierStage(DocumentStage):
         return [] if self.model in BUILTIN_MODELS else [("model", self.model)]  # built-ins ship in the package
 
     def check(self) -> list[tuple[str, str]]:
+        return self._located()[0]
+
+    def _located(self) -> tuple[list[tuple[str, str]], str, Calibration | None]:
+        """(problems, the model's path, its calibration if it has one), each file read once."""
         path = resolve_model_path(self.model)
         if self.model in BUILTIN_MODELS and not storage.exists(path):
             return [("model", f"built-in model {self.model!r} is missing ({path}); "
-                              "rebuild it with `python scripts/train_models.py`")]
+                              "rebuild it with `python scripts/train_models.py`")], path, None
         if not storage.exists(path):
             return [("model", f"model file not found: {path} (give a built-in name "
-                              f"{sorted(BUILTIN_MODELS)} or a path or gs:// URL of a fastText .bin/.ftz)")]
+                              f"{sorted(BUILTIN_MODELS)} or a path or gs:// URL of a fastText .bin/.ftz)")], path, None
         if not storage.isfile(path):
-            return [("model", f"model path is not a file: {path}")]
+            return [("model", f"model path is not a file: {path}")], path, None
+        calibration = None
         if storage.exists(Calibration.path_for(path)):
             try:
-                Calibration.load(Calibration.path_for(path))
+                calibration = Calibration.load(Calibration.path_for(path))
             except ValueError as exc:
-                return [("model", str(exc))]
-        return []
+                return [("model", str(exc))], path, None
+        return [], path, calibration
 
     def setup(self) -> None:
-        problems = self.check()
+        problems, path, calibration = self._located()
         if problems:
             raise FileNotFoundError(problems[0][1])
-        path = resolve_model_path(self.model)
         model = load_fasttext_model(path)
         labels = [label_name(label) for label in model.get_labels()]
         positive = label_name(self.positive_label)
         if positive not in labels:
             raise ValueError(f"positive_label {self.positive_label!r} is not a label of model "
                              f"{self.model!r}; its labels are {labels}")
-        calibration = Calibration.load(Calibration.path_for(path)) if storage.exists(Calibration.path_for(path)) else None
         if calibration is not None and calibration.label not in labels:
             raise ValueError(f"calibration {Calibration.path_for(path)} is for label {calibration.label!r}, "
                              f"which model {self.model!r} does not have (labels {labels})")
@@ -207,8 +209,6 @@ class FastTextClassifierStage(DocumentStage):
                              f"positive_label {positive!r} of a model with {len(labels)} labels cannot use it")
         self._positive = positive
         self._calibration = calibration
-        # A calibrated two-label model: P(other label) = 1 - P(calibrated label).
-        self._complement = calibration is not None and calibration.label != positive
         self._model = model
 
     def positive_probabilities(self, texts: list[str]) -> list[float]:
@@ -218,7 +218,8 @@ class FastTextClassifierStage(DocumentStage):
             return raw_probabilities(self._model, texts, self._positive, self.max_chars)
         calibrated = [self._calibration.apply(p) for p in
                       raw_probabilities(self._model, texts, self._calibration.label, self.max_chars)]
-        return [1.0 - p for p in calibrated] if self._complement else calibrated
+        # a calibrated two-label model: P(other label) = 1 - P(calibrated label)
+        return [1.0 - p for p in calibrated] if self._calibration.label != self._positive else calibrated
 
     def decide(self, probability: float) -> Decision:
         scores = {self.score_name: probability}

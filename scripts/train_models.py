@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import functools
 import gzip
 import hashlib
 import json
@@ -264,6 +265,7 @@ def chunk(text: str, size: int = 1500) -> list[str]:
 
 # --- technical prose ------------------------------------------------------------------------
 
+@functools.cache
 def stdlib_docstrings(min_words: int = 12) -> list[tuple[str, str]]:
     """(qualified name, prose paragraphs) of the docstrings of CPython's standard library
     (modules, classes, functions; tests and GUI packages left out), read with ``ast`` (nothing
@@ -327,6 +329,7 @@ def _sampled(paths: list[Path], every: int, per_family: int) -> list[Path]:
     return sorted(out)
 
 
+@functools.cache
 def debian_docs(root: Path = Path("/usr/share/doc")) -> list[str]:
     """The README, NEWS, FAQ and text/markdown files under Debian's /usr/share/doc that hold at
     least one prose paragraph (each package's licence is in its copyright file there). Never
@@ -348,6 +351,7 @@ def debian_docs(root: Path = Path("/usr/share/doc")) -> list[str]:
     return out
 
 
+@functools.cache
 def man_pages(root: Path = Path("/usr/share/man/man1"), every: int = 5, per_family: int = 5) -> list[str]:
     """A stable sample of section-1 man pages rendered as plain text by ``man`` (each page's
     licence is its package's). Never trained on. Empty without the folder or ``man``."""
@@ -580,7 +584,8 @@ def train_toxicity(data: Path, out: Path) -> None:
             ys.append(y == "toxic")
             weights.append(1 / n_toxic if y == "toxic" else 1 / (len(clean_domains) * clean_domains[d]))
     a, b = (round(v, 6) for v in fit_platt(scores, ys, weights))
-    calibrated = {d: [Calibration(label="toxic", a=a, b=b, threshold=0.5).apply(s) for s in raw[d]] for d in raw}
+    fitted = Calibration(label="toxic", a=a, b=b, threshold=0.5)
+    calibrated = {d: [fitted.apply(s) for s in raw[d]] for d in raw}
     threshold = pick_threshold(calibrated, labels)
     calibration = Calibration(label="toxic", a=a, b=b, threshold=threshold)
     calibration.save(Calibration.path_for(out))
