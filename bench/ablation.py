@@ -150,11 +150,12 @@ class RawMix:
     poisoned_ids: list[str]
 
 
-def build_raw_mix(size: Size, seed: int = 0) -> RawMix:
+def build_raw_mix(size: Size, seed: int = 0, data: Path = SHARED_DATA) -> RawMix:
     rng = random.Random(seed)
-    articles = wikitext_articles()
-    if len(articles) <= size.wiki_train_articles or not TWEETS.exists():
-        raise FileNotFoundError(f"the ablation needs the shared data (WikiText, tweets) under {SHARED_DATA}")
+    articles = wikitext_articles(data)
+    tweets_file = data / TWEETS.relative_to(SHARED_DATA)
+    if len(articles) <= size.wiki_train_articles or not tweets_file.exists():
+        raise FileNotFoundError(f"the ablation needs the shared data (WikiText, tweets) under {data}")
     rng.shuffle(articles)
     train_articles = articles[: size.wiki_train_articles]
     heldout = heldout_paragraphs(articles[size.wiki_train_articles:], size.heldout_paragraphs, rng)
@@ -169,9 +170,9 @@ def build_raw_mix(size: Size, seed: int = 0) -> RawMix:
 
     for a in train_articles:
         add(a["text"], "wikitext", "wikitext")
-    for d in web_documents():
+    for d in web_documents(data):
         add(d["text"], "web", "web")
-    tweets = read_tweets()
+    tweets = read_tweets(tweets_file)
     rng.shuffle(tweets)
     for text, toxic in tweets[: size.tweets]:
         add(text, "tweet_toxic" if toxic else "tweet", "tweets")
@@ -543,12 +544,12 @@ class AblationResult:
 
 
 def measure_ablation(size_name: str, work: Path, device_name: str = "auto", workers: int = 1,
-                     threads: int = 1, use_reference: bool = True) -> AblationResult:
+                     threads: int = 1, use_reference: bool = True, data: Path = SHARED_DATA) -> AblationResult:
     size = SIZES[size_name]
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
     t0, c0 = time.perf_counter(), cpu_seconds()
-    mix = build_raw_mix(size)
+    mix = build_raw_mix(size, data=data)
     for part in ("input", "heldout", "train"):  # what an earlier run left; raw/ and curated/ the pipeline clears
         shutil.rmtree(work / part, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -613,9 +614,9 @@ def measure_ablation(size_name: str, work: Path, device_name: str = "auto", work
 
 
 def run_ablation(size_name: str, work: Path, device_name: str = "auto", workers: int = 1, threads: int = 1,
-                 use_reference: bool = True) -> str:
+                 use_reference: bool = True, data: Path = SHARED_DATA) -> str:
     """The markdown report of ``measure_ablation`` (what bench/gpu_suite.py records)."""
-    return measure_ablation(size_name, work, device_name, workers, threads, use_reference).markdown()
+    return measure_ablation(size_name, work, device_name, workers, threads, use_reference, data).markdown()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -502,20 +502,10 @@ def phase_ablation(args, s: Settings, out: Path, deadline: float) -> None:
     import ablation
 
     rec = PhaseRecord(out, "ablation")
-    if args.data.resolve() != ablation.SHARED_DATA.resolve():
-        from functools import partial
-
-        import shared_corpus
-
-        # the ablation reads the shared data from ../shared/data; point it at --data instead
-        ablation.TWEETS = args.data / "toxicity" / "davidson-labeled_data.csv"
-        ablation.wikitext_articles = partial(shared_corpus.wikitext_articles, args.data)
-        ablation.web_documents = partial(shared_corpus.web_documents, args.data)
-        ablation.read_tweets = partial(ablation.read_tweets, ablation.TWEETS)
     command = f"bench/ablation.py --size {s.ablation_size} --device {args.device} --workers {s.ablation_workers}"
     rec.update(command=command, note="progress lines go to the phase log; on a time-out, `reached` is the last one")
     table = ablation.run_ablation(s.ablation_size, out / "work" / "ablation", args.device, s.ablation_workers,
-                                  threads=s.threads or 1)
+                                  threads=s.threads or 1, data=args.data)
     rec.update(status="ok", table=table)
 
 
