@@ -445,14 +445,15 @@ def trigger_in_kept(curated_out: Path) -> int:
 
 # ---------------------------------------------------------------------------------------------
 
-def training_view(shards: Path, view: Path) -> Path:
-    """A directory of links to the ``*.arrow`` shards without the manifest: the training loop's
-    manifest reader expects a ``name`` key per shard while the tokenize stage writes ``file``, so it
-    is given the plain directory listing (the same shards, in name order)."""
+def training_view(shards: Path, view: Path, copies: int = 1) -> Path:
+    """A directory of links to the ``*.arrow`` shards, in name order and without the manifest (the
+    loop reads the plain listing), ``copies`` times over (bench/gpu_suite.py: so that one epoch of
+    the stream outlasts its timed window)."""
     shutil.rmtree(view, ignore_errors=True)
     view.mkdir(parents=True)
-    for shard in sorted(shards.glob("*.arrow")):
-        (view / shard.name).symlink_to(shard.resolve())
+    for c in range(copies):
+        for shard in sorted(shards.glob("*.arrow")):
+            (view / (shard.name if copies == 1 else f"copy{c:05d}-{shard.name}")).symlink_to(shard.resolve())
     return view
 
 

@@ -237,20 +237,6 @@ def build_shards(docs: list[dict], work: Path, s: Settings) -> tuple[Path, dict]
                     "tokenizer_vocab": manifest.get("vocab_size", s.tokenizer_vocab)}
 
 
-def training_view(shards: Path, view: Path, copies: int) -> Path:
-    """A directory of ``copies`` links to every shard, so that one epoch of the stream outlasts the
-    timed window (an epoch boundary restarts the DataLoader workers, which is not the loader's
-    steady state). The documents repeat; what the loader does per token does not change."""
-    import shutil
-
-    shutil.rmtree(view, ignore_errors=True)
-    view.mkdir(parents=True)
-    for c in range(copies):
-        for shard in sorted(shards.glob("*.arrow")):
-            (view / f"copy{c:05d}-{shard.name}").symlink_to(shard.resolve())
-    return view
-
-
 def gpu_batch(device: str) -> int:
     """Rows of 1024 tokens per step: 64 on an 80 GB+ GPU (logits and activations of the 124M model
     at 64 x 1024 need ~55 GB), fewer on smaller ones."""
@@ -317,9 +303,12 @@ def phase_train(args, s: Settings, out: Path, deadline: float) -> None:
     flops_per_token = meta_model.flops_per_token(s.seq_len)
     assert flops_per_token == 6 * n_params + 12 * model_cfg.layers * s.seq_len * model_cfg.width
     info = describe_device(device.type, args.peak_tflops)
-    # links enough for the whole phase at 100% MFU (or 2e5 tokens/s on CPU): no epoch boundary
+    # links enough for the whole phase at 100% MFU (or 2e5 tokens/s on CPU): no epoch boundary,
+    # which would restart the DataLoader workers (not the loader's steady state)
     rate_cap = info["peak_flops"] / flops_per_token if info["peak_flops"] else 2e5
     copies = max(1, min(5000, math.ceil(rate_cap * max(deadline - time.time(), 1) / shard_info["tokens"])))
+    from ablation import training_view
+
     view = training_view(shards, work / "stream", copies)
     base = {
         "shards": str(view), "val_shards": str(shards), "model": s.model, "attention": {"name": "sdpa"},
