@@ -12,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from test_filters_gopher import ref_dup_ngram as dup_ngram_char_frac  # Gopher's rule, read literally
 from thresher.pipeline.demo import corpus as cg
 
 STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}
@@ -91,17 +92,6 @@ def shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
 def jaccard(a: str, b: str) -> float:
     sa, sb = shingles(a), shingles(b)
     return len(sa & sb) / len(sa | sb)
-
-
-def dup_ngram_char_frac(words: list[str], n: int) -> float:
-    """Gopher: share of characters inside word n-grams that occur more than once."""
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    counts = Counter(grams)
-    covered = [False] * len(words)
-    for i, g in enumerate(grams):
-        if counts[g] > 1:
-            covered[i:i + n] = [True] * n
-    return sum(len(w) for w, c in zip(words, covered) if c) / sum(len(w) for w in words)
 
 
 def top_ngram_char_frac(words: list[str], n: int) -> float:
